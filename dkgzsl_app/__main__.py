@@ -1,0 +1,3 @@
+from dkgzsl_app.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Feature data, training loops and evaluation (installed as ``dkgzsl_app.trainer``)."""
