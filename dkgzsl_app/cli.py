@@ -1,0 +1,174 @@
+"""The ``dkgzsl`` command line (Typer). Heavy libraries load inside commands, so --help is instant."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="dkgzsl",
+    help="Recognise image categories you have no photos of, from their attributes (generative zero-shot learning).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Ablation(str, Enum):
+    baseline = "baseline"
+    id = "id"
+    od = "od"
+    both = "both"
+
+
+class Select(str, Enum):
+    val = "val"
+    none = "none"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dkgzsl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """dkgzsl: DKGZSL / D3GZSL / MSDN zero-shot recognition."""
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _bundle_dir(model: str) -> Path:
+    """Resolve a --model value to a local bundle folder (local-dir:PATH or a plain folder path)."""
+    if model.startswith("local-dir:"):
+        return Path(model[len("local-dir:"):])
+    path = Path(model)
+    if path.is_dir():
+        return path
+    _fail(f"model {model!r} is not a bundle folder. Use local-dir:PATH for a folder on disk.")
+    raise AssertionError
+
+
+@app.command()
+def train(
+    features: Path = typer.Option(..., "--features", help="Folder with xlsa17 files (att_splits.mat + res101.mat) or dkgzsl features (features.safetensors + classes.csv)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
+    ablation: Ablation = typer.Option(Ablation.both, help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
+    epochs: int = typer.Option(30, help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
+    teacher_epochs: int = typer.Option(15, help="Epochs of teacher pre-training."),
+    batch_size: int = typer.Option(256),
+    lr: float = typer.Option(1e-4, help="Adam learning rate of the generator and critic."),
+    student_lr: float = typer.Option(1e-3, help="Adam learning rate of the unified classifier."),
+    critic_steps: int = typer.Option(5, help="Critic updates per generator update."),
+    hidden_dim: int = typer.Option(4096, help="Hidden width of generator and critic."),
+    embed_dim: int = typer.Option(2048, help="Embedding width of teacher and student."),
+    gen_per_unseen: int = typer.Option(5, help="Generated features per unseen class per step."),
+    d3_weight: float = typer.Option(1e-4, help="λ: weight of the D3GZSL losses in the generator's objective."),
+    cls_weight: float = typer.Option(0.01, help="β: weight of the teacher's CE on generated seen features."),
+    select: Select = typer.Option(Select.val, help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
+    seed: int = typer.Option(0),
+    attribute_names: Optional[Path] = typer.Option(None, help="Text file with one attribute name per line (xlsa17 has none)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Train a generator + D3GZSL unified classifier on feature files and write a bundle."""
+    from .models.errors import DkgzslError
+    from .progress import TrainProgress
+
+    try:
+        import torch
+
+        from .trainer.config import TrainConfig
+        from .trainer.data import load_features
+        from .trainer.train import train_bundle
+
+        if threads:
+            torch.set_num_threads(threads)
+        names = None
+        if attribute_names is not None:
+            names = [ln.strip() for ln in attribute_names.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        fs = load_features(features) if names is None else _load_named(features, names)
+        cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
+                          batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
+                          hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
+                          gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
+                          select=select.value, seed=seed)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            _fail(str(e), 2)
+        with TrainProgress(enabled=not as_json) as bar:
+            outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance)
+    except DkgzslError as e:
+        _fail(str(e), e.exit_code)
+    result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
+              "calibration": outcome.calibration}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"bundle written to {outcome.bundle_dir} (epochs {outcome.best_epoch}, "
+                   f"calibration γ = {outcome.calibration:.4g})")
+
+
+def _load_named(features: Path, names: list[str]):
+    from .trainer.data import load_xlsa17
+
+    return load_xlsa17(features, attribute_names=names)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Bundle: local-dir:PATH or a folder path."),
+    features: Path = typer.Option(..., "--features", help="Feature folder whose test split to score."),
+    calibration: Optional[float] = typer.Option(None, help="Override the bundle's calibration γ."),
+    plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Score a bundle on the test split: S, U, H, CZSL and AUSUC."""
+    from .models.errors import DkgzslError
+
+    try:
+        from .models.bundle import load_bundle
+        from .trainer.data import load_features
+        from .trainer.evaluate import evaluate_bundle
+
+        bundle = load_bundle(_bundle_dir(model))
+        fs = load_features(features)
+        metrics = evaluate_bundle(bundle, fs, calibration, plot)
+    except DkgzslError as e:
+        _fail(str(e), e.exit_code)
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{bundle.config.method}: {fs.source}")
+    for col in ("", "U", "S", "H", "CZSL", "AUSUC"):
+        t.add_column(col, justify="right")
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    t.add_row(f"γ = {metrics['gamma']:.3g}", pct(metrics["U"]), pct(metrics["S"]), pct(metrics["H"]),
+              pct(metrics["CZSL"]), pct(metrics["AUSUC"]))
+    t.add_row("γ = 0", pct(metrics["U_uncalibrated"]), pct(metrics["S_uncalibrated"]),
+              pct(metrics["H_uncalibrated"]), "", "")
+    Console().print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

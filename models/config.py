@@ -1,0 +1,107 @@
+"""Model configuration as dataclasses, serialised to a bundle's config.json.
+
+A bundle is self-describing: everything needed to rebuild the networks (dims, hidden sizes,
+temperatures) and to interpret their outputs (class and attribute names, seen mask, calibration,
+feature scaling) lives here, so loading never guesses.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+METHODS = ("dkgzsl", "d3gzsl", "msdn", "msdnpp", "f-clswgan", "ce-gzsl")
+
+
+@dataclass
+class GeneratorConfig:
+    """f-CLSWGAN generator G([z, a]) and WGAN critic D([x, a])."""
+
+    noise_dim: int  # METHODS: dim(z) = attribute dim
+    hidden_dim: int = 4096
+    critic_hidden_dim: int = 4096
+    leaky_slope: float = 0.2
+
+
+@dataclass
+class HeadConfig:
+    """D3GZSL teacher/student/OOD head and the temperatures their losses use."""
+
+    embed_dim: int = 2048
+    tau_teacher: float = 1.0  # τ_o: teacher softmax temperature (pre-training CE, MSP score)
+    tau_student: float = 1.0  # τ_s: student softmax temperature (L_cls, inference)
+    tau_kl: float = 1.0  # temperature on the L2-normalised logits compared by L_kl
+    tau_be: float = 1.0  # temperature on the cosines of L_be
+    tau_od: float = 1.0  # temperature on the cosines of L_od
+    kl_normalize: str = "both"  # "both" | "teacher": which logits L_kl L2-normalises
+    ood_score: str = "msp"  # "msp" | "energy": the teacher's OOD score s̃
+    pair_balance: bool = True  # L_be / L_od: average positive- and negative-pair means (see losses)
+    od_target: str = "class"  # L_od positives: same class ("class", METHODS.md) or same side ("domain")
+
+
+@dataclass
+class BackboneConfig:
+    """The image backbone whose features the head consumes (None for feature-file bundles)."""
+
+    name: str
+    pretrained_tag: str = ""
+    input_size: list[int] = field(default_factory=lambda: [3, 224, 224])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    feature_layer: str = "pooled"
+
+
+@dataclass
+class ModelConfig:
+    """Everything config.json holds. ``format_version`` guards against bundles we cannot read."""
+
+    method: str
+    feature_dim: int
+    attribute_names: list[str]
+    class_names: list[str]
+    seen: list[bool]
+    generator: GeneratorConfig
+    head: HeadConfig
+    calibration: float = 0.0  # γ subtracted from seen-class probabilities at inference
+    attribute_norm: str = "l2"  # how class attribute vectors are normalised before G sees them
+    feature_scaling: str = "minmax"  # per-dim min-max fitted on training features, then / global max
+    backbone: BackboneConfig | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def attr_dim(self) -> int:
+        return len(self.attribute_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_seen(self) -> int:
+        return sum(self.seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Build from parsed JSON; raises KeyError/TypeError on missing or unknown fields."""
+        data = dict(data)
+        data["generator"] = _build(GeneratorConfig, data["generator"])
+        data["head"] = _build(HeadConfig, data["head"])
+        if data.get("backbone") is not None:
+            data["backbone"] = _build(BackboneConfig, data["backbone"])
+        return _build(cls, data)
+
+
+def _build(cls, data: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)

@@ -1,0 +1,120 @@
+"""The networks: f-CLSWGAN generator and critic, D3GZSL teacher, student, OOD head and ε.
+
+Shapes: B batch, D feature dim, A attribute dim, Z noise dim, S seen classes, C all classes,
+E embedding dim, H hidden dim.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Generator(nn.Module):
+    """G([z, a]) → Linear H → LeakyReLU → Linear D → ReLU (Xian et al. 2018)."""
+
+    def __init__(self, attr_dim: int, noise_dim: int, hidden_dim: int, feature_dim: int, slope: float = 0.2):
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.fc1 = nn.Linear(noise_dim + attr_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, feature_dim)
+        self.slope = slope
+
+    def forward(self, noise: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.fc1(torch.cat([noise, attributes], dim=1)), self.slope)  # (B, H)
+        return F.relu(self.fc2(h))  # (B, D)
+
+    def sample(self, attributes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Features for each row of ``attributes`` (B, A) with fresh noise z ~ N(0, I)."""
+        z = torch.randn(attributes.shape[0], self.noise_dim, generator=generator,
+                        device=attributes.device, dtype=attributes.dtype)  # (B, Z)
+        return self(z, attributes)
+
+
+class Critic(nn.Module):
+    """WGAN critic D([x, a]) → Linear H → LeakyReLU → Linear 1."""
+
+    def __init__(self, attr_dim: int, hidden_dim: int, feature_dim: int, slope: float = 0.2):
+        super().__init__()
+        self.fc1 = nn.Linear(feature_dim + attr_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, 1)
+        self.slope = slope
+
+    def forward(self, features: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.fc1(torch.cat([features, attributes], dim=1)), self.slope)  # (B, H)
+        return self.fc2(h).squeeze(1)  # (B,)
+
+
+class Classifier(nn.Module):
+    """C ∘ E: E = Linear D→E + ReLU, C = Linear E→K. Used for the teacher (K = S) and student (K = C)."""
+
+    def __init__(self, feature_dim: int, embed_dim: int, num_outputs: int):
+        super().__init__()
+        self.embed = nn.Linear(feature_dim, embed_dim)
+        self.head = nn.Linear(embed_dim, num_outputs)
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.embed(x))  # (B, E)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (embedding (B, E), logits (B, K))."""
+        e = self.embedding(x)
+        return e, self.head(e)
+
+
+class LearnableSigmoid(nn.Module):
+    """ε(s) = σ(w (s + b)): maps the teacher's OOD score to an ID-ness c ∈ (0, 1)."""
+
+    def __init__(self, weight: float = 10.0, bias: float = -0.5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(float(weight)))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.weight * (s + self.bias))
+
+
+class ZSLModel(nn.Module):
+    """All trainable parts of a generative GZSL model with the D3GZSL unified classifier.
+
+    Buffers carry what inference needs besides weights: the class attribute matrix and the
+    feature scaling fitted on the training features.
+    """
+
+    def __init__(self, feature_dim: int, attr_dim: int, num_seen: int, num_classes: int,
+                 noise_dim: int, hidden_dim: int, critic_hidden_dim: int, embed_dim: int,
+                 slope: float = 0.2):
+        super().__init__()
+        self.generator = Generator(attr_dim, noise_dim, hidden_dim, feature_dim, slope)
+        self.critic = Critic(attr_dim, critic_hidden_dim, feature_dim, slope)
+        self.teacher = Classifier(feature_dim, embed_dim, num_seen)  # φ = C_o ∘ E_o
+        self.student = Classifier(feature_dim, embed_dim, num_classes)  # ψ = C_s ∘ E_s
+        self.ood_head = nn.Linear(num_classes, 2)  # H: softmax ψ(x) → ĥ
+        self.epsilon = LearnableSigmoid()
+        self.register_buffer("class_attributes", torch.zeros(num_classes, attr_dim))  # (C, A), as given
+        self.register_buffer("feature_min", torch.zeros(feature_dim))  # (D,)
+        self.register_buffer("feature_scale", torch.ones(feature_dim))  # (D,)
+
+    @classmethod
+    def from_config(cls, config) -> "ZSLModel":
+        return cls(config.feature_dim, config.attr_dim, config.num_seen, config.num_classes,
+                   config.generator.noise_dim, config.generator.hidden_dim,
+                   config.generator.critic_hidden_dim, config.head.embed_dim,
+                   config.generator.leaky_slope)
+
+    def normalized_attributes(self, norm: str = "l2") -> torch.Tensor:
+        """Class attribute vectors (C, A) as G consumes them."""
+        if norm == "l2":
+            return torch.nn.functional.normalize(self.class_attributes, dim=1)
+        if norm == "none":
+            return self.class_attributes
+        raise ValueError(f"unknown attribute normalisation {norm!r}: use 'l2' or 'none'")
+
+    def scale_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, D) → the space G and ψ work in (the training scaling)."""
+        return (raw - self.feature_min) * self.feature_scale
+
+    def class_scores(self, raw: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """Unified-classifier probabilities over all classes (B, C) for raw backbone features."""
+        _, logits = self.student(self.scale_features(raw))
+        return torch.softmax(logits / tau, dim=1)

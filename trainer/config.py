@@ -1,0 +1,83 @@
+"""Training configuration (a dataclass; the CLI maps options onto it, library code takes it whole)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+ABLATIONS = {  # name -> (use_id, use_od); "baseline" = generator + L_cls only
+    "baseline": (False, False),
+    "id": (True, False),
+    "od": (False, True),
+    "both": (True, True),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Generator (f-CLSWGAN) + D3GZSL unified classifier. Defaults follow METHODS.md / the paper."""
+
+    ablation: str = "both"  # baseline | id (+ID²SD: L_kl + L_be) | od (+O²DBD: L_od) | both
+    epochs: int = 30  # an epoch = one pass of the real training features through the critic
+    teacher_epochs: int = 15
+    batch_size: int = 256
+    lr: float = 1e-4  # G and D (Adam)
+    betas: tuple[float, float] = (0.5, 0.999)
+    student_lr: float = 1e-3  # E_s, C_s, H, ε (Adam)
+    teacher_lr: float = 1e-3
+    critic_steps: int = 5  # critic updates per generator update
+    gp_weight: float = 10.0  # λ_gp
+    cls_weight: float = 0.01  # β: teacher CE on generated seen features (f-CLSWGAN's classification loss)
+    d3_weight: float = 1e-4  # λ: weight of (L_be + L_kl + L_cls + L_od) in the generator's objective
+    gen_per_unseen: int = 5  # generated features per unseen class per student step
+    hidden_dim: int = 4096
+    critic_hidden_dim: int = 4096
+    embed_dim: int = 2048
+    tau_teacher: float = 1.0
+    tau_student: float = 1.0
+    tau_kl: float = 1.0
+    tau_be: float = 1.0
+    tau_od: float = 1.0
+    kl_normalize: str = "both"
+    ood_score: str = "msp"
+    pair_balance: bool = True
+    od_target: str = "class"  # class | domain
+    select: str = "val"  # "val": choose epochs and γ on a validation split of the seen classes; "none": last epoch, γ = 0
+    val_class_fraction: float = 0.2
+    seen_holdout: float = 0.2
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def use_id(self) -> bool:
+        return ABLATIONS[self.ablation][0]
+
+    @property
+    def use_od(self) -> bool:
+        return ABLATIONS[self.ablation][1]
+
+    @property
+    def method(self) -> str:
+        return "f-clswgan" if self.ablation == "baseline" else "d3gzsl"
+
+    def validate(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, not {self.ablation!r}")
+        if self.od_target not in ("class", "domain"):
+            raise ValueError(f"od_target must be 'class' or 'domain', not {self.od_target!r}")
+        if self.select not in ("val", "none"):
+            raise ValueError(f"select must be 'val' or 'none', not {self.select!r}")
+        for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)

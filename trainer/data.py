@@ -1,0 +1,405 @@
+"""Feature data sets: loading, validating and splitting pre-extracted visual features.
+
+Two on-disk formats are read, both into a :class:`FeatureSet`:
+
+**xlsa17** (Xian et al., "Zero-Shot Learning - the Good, the Bad and the Ugly"): a folder
+with ``att_splits.mat`` (``att`` (d, C), ``allclasses_names`` (C, 1), 1-based image
+indices ``trainval_loc``, ``test_seen_loc``, ``test_unseen_loc`` and optionally
+``train_loc``/``val_loc``) and ``res101.mat`` (``features`` (D, N), 1-based ``labels``
+(N, 1)). MATLAB v5 and v7.3 files both work (see :mod:`.matio`). Optional
+``trainvalclasses.txt``/``testclasses.txt`` are cross-checked against the splits.
+
+**Own format** (what :func:`save_feature_folder` writes), a folder with:
+
+* ``features.safetensors`` (read and written with ``safetensors.numpy``; no pickle):
+    - ``features`` (N, D) float32,
+    - ``labels`` (N,) int64, 0-based row index into ``classes.csv``,
+    - ``split`` (N,) uint8: 0 = trainval (must be an image of a seen class),
+      1 = test (test_seen if its class is seen, test_unseen if unseen),
+      2 = not used (neither trained nor tested on),
+    - optional ``val_classes`` (K,) int64: seen classes held out for validation.
+* ``classes.csv``: ``name,origin,<attribute names...>``, one row per class in label
+  order, origin ``seen`` or ``unseen`` (format in :mod:`.classcsv`).
+
+Indices in a FeatureSet are 0-based and sorted ascending, so both formats of the same
+data give the same :meth:`FeatureSet.sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dkgzsl_app.models.errors import DataError
+
+from .classcsv import ClassTable, read_class_csv, write_class_csv
+from .matio import (
+    check_classes_txt, check_finite, integer_vector, name_list, read_mat, xlsa17_class_names, xlsa17_locs,
+    xlsa17_val_classes,
+)
+
+__all__ = [
+    "FeatureSet", "ValidationSplit", "ClassTable", "load_xlsa17", "load_feature_folder",
+    "save_feature_folder", "load_features", "carve_validation", "read_class_csv", "write_class_csv",
+]
+
+FEATURES_FILE, CLASSES_FILE = "features.safetensors", "classes.csv"
+SPLIT_TRAINVAL, SPLIT_TEST, SPLIT_UNUSED = 0, 1, 2
+
+
+@dataclass(eq=False)
+class FeatureSet:
+    """Image features with labels, class attributes and the seen/unseen split.
+
+    Attributes:
+        features: (N, D) float32, finite.
+        labels: (N,) int64, 0-based index into ``class_names``.
+        class_names: (C,) class names.
+        attributes: (C, d) float32 class attribute matrix, as stored.
+        attribute_names: (d,) names ("attr_000", ... when the source has none).
+        seen: (C,) bool, True for seen (trainval) classes.
+        trainval: int64 sorted image indices for training (seen classes only).
+        test_seen: int64 sorted indices of held-out test images of seen classes.
+        test_unseen: int64 sorted indices of test images of unseen classes.
+        val_classes: int64 seen classes held out as validation classes, or None.
+        source: where it was loaded from, for provenance.
+    """
+
+    features: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int64
+    class_names: list[str]
+    attributes: np.ndarray  # (C, d) float32
+    attribute_names: list[str]
+    seen: np.ndarray  # (C,) bool
+    trainval: np.ndarray  # (n_trainval,) int64
+    test_seen: np.ndarray  # (n_test_seen,) int64
+    test_unseen: np.ndarray  # (n_test_unseen,) int64
+    val_classes: np.ndarray | None = None  # (K,) int64
+    source: str = ""
+
+    def sha256(self) -> str:
+        """Hex SHA-256 over features, labels, attributes, seen mask, splits and val_classes."""
+        h = hashlib.sha256()
+        val = self.val_classes if self.val_classes is not None else np.zeros(0, np.int64)
+        parts = [("features", self.features, np.float32), ("labels", self.labels, np.int64),
+                 ("attributes", self.attributes, np.float32), ("seen", self.seen, np.bool_),
+                 ("trainval", self.trainval, np.int64), ("test_seen", self.test_seen, np.int64),
+                 ("test_unseen", self.test_unseen, np.int64),
+                 ("val_classes", val, np.int64), ("has_val", np.array(self.val_classes is not None), np.bool_)]
+        for name, arr, dtype in parts:
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+            h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+            h.update(memoryview(arr).cast("B"))
+        return h.hexdigest()
+
+
+def load_xlsa17(directory, features_file: str = "res101.mat",
+                attribute_names: list[str] | None = None) -> FeatureSet:
+    """Load an xlsa17 folder (``att_splits.mat`` + ``res101.mat``).
+
+    Args:
+        directory: The data set folder, e.g. ``xlsa17/data/CUB``.
+        features_file: The features file in that folder.
+        attribute_names: (d,) names for the rows of ``att``; default "attr_000", ...
+
+    Returns:
+        A FeatureSet; seen classes are those with trainval images. ``val_classes``
+        are the seen classes of ``val_loc`` that ``train_loc`` does not use (None, with
+        a warning, when ``val_loc`` is not a class-level split).
+
+    Raises:
+        DataError: a file or variable is missing or malformed, or the splits are
+            inconsistent (out-of-range indices, overlaps, seen/unseen mix-ups).
+    """
+    directory = Path(directory)
+    att_path, feat_path = directory / "att_splits.mat", directory / features_file
+    for p in (att_path, feat_path):
+        if not p.is_file():
+            raise DataError(f"{p}: file not found. An xlsa17 folder needs att_splits.mat and {features_file}.")
+    split_keys = ["trainval_loc", "test_seen_loc", "test_unseen_loc"]
+    m = read_mat(att_path, ["allclasses_names", "train_loc", "val_loc"], required=["att", *split_keys])
+    r = read_mat(feat_path, [], required=["features", "labels"])
+    aw, fw = f"{att_path}:", f"{feat_path}:"
+
+    att = np.asarray(m["att"])
+    if att.ndim != 2 or att.dtype.kind not in "iuf":
+        raise DataError(f"{aw} 'att' should be a numeric (attributes x classes) matrix, not {att.dtype} {att.shape}.")
+    attributes = np.ascontiguousarray(att.T, dtype=np.float32)  # (C, d)
+    n_cls, d = attributes.shape
+    check_finite(attributes, f"{aw} 'att'", "class", "attribute", "Fix or re-download the file.", base=1)
+    class_names = xlsa17_class_names(m, directory, n_cls, aw)
+    if attribute_names is None:
+        attribute_names = [f"attr_{j:03d}" for j in range(d)]
+    elif len(attribute_names) != d:
+        raise DataError(f"{aw} 'att' has {d} attributes (rows) but {len(attribute_names)} attribute names were "
+                        "given. Pass one name per attribute.")
+
+    feats = np.asarray(r["features"])
+    labels = integer_vector(r["labels"], f"{fw} 'labels'")
+    n = labels.size
+    if feats.ndim != 2 or feats.dtype.kind not in "iuf":
+        raise DataError(f"{fw} 'features' should be a numeric (D x N) matrix, not {feats.dtype} {feats.shape}.")
+    if feats.shape[1] == n:
+        feats = feats.T  # (N, D); a view, v5 files are column-major
+    elif feats.shape[0] != n:
+        raise DataError(f"{fw} 'features' is {feats.shape[0]} x {feats.shape[1]} but 'labels' has {n} entries; "
+                        "expected features of shape (D, N) with one label per image (column).")
+    features = np.ascontiguousarray(feats, dtype=np.float32)  # (N, D)
+    check_finite(features, f"{fw} 'features'", "image", "dimension", "Re-extract the features of that image.", base=1)
+    bad = (labels < 1) | (labels > n_cls)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{fw} 'labels': image {k + 1} has class {labels[k]}, but att_splits.mat 'att' has "
+                        f"attributes for classes 1..{n_cls} only (labels are 1-based). The two files do not match.")
+    labels -= 1  # (N,) 0-based
+
+    trainval, test_seen, test_unseen = (xlsa17_locs(m, k, n, aw) for k in split_keys)
+    for (ka, a), (kb, b) in [(("trainval_loc", trainval), ("test_unseen_loc", test_unseen)),
+                             (("trainval_loc", trainval), ("test_seen_loc", test_seen)),
+                             (("test_seen_loc", test_seen), ("test_unseen_loc", test_unseen))]:
+        both = np.intersect1d(a, b, assume_unique=True)
+        if both.size:
+            raise DataError(f"{aw} {both.size} image(s) are in both '{ka}' and '{kb}' (first: image "
+                            f"{both[0] + 1}, 1-based). Test images must never be trained on; "
+                            "use an unmodified att_splits.mat.")
+    seen = np.bincount(labels[trainval], minlength=n_cls) > 0  # (C,)
+    for key, idx, want_seen, fix in (
+        ("test_unseen_loc", test_unseen, False, "move them to 'test_seen_loc'"),
+        ("test_seen_loc", test_seen, True, "move them to 'test_unseen_loc' or give those classes trainval images"),
+    ):
+        wrong = idx[seen[labels[idx]] != want_seen]
+        if wrong.size:
+            kind = "seen (trainval)" if not want_seen else "unseen (no trainval images)"
+            cls = name_list(class_names, np.unique(labels[wrong]))
+            raise DataError(f"{aw} '{key}' has {wrong.size} image(s) of {kind} classes (first: image {wrong[0] + 1} "
+                            f"(1-based), classes {cls}). Use an unmodified att_splits.mat, or {fix}.")
+    check_classes_txt(directory, class_names, seen, np.unique(labels[test_unseen]))
+    val_classes = xlsa17_val_classes(m, labels, seen, n, aw, class_names)
+    return FeatureSet(features, labels, class_names, attributes, list(attribute_names), seen,
+                      trainval, test_seen, test_unseen, val_classes, source=f"xlsa17:{feat_path.resolve()}")
+
+
+# --------------------------------------------------------------------------- own format
+
+
+def load_feature_folder(directory) -> FeatureSet:
+    """Load the project's own format (``features.safetensors`` + ``classes.csv``).
+
+    Raises:
+        DataError: a file or tensor is missing or malformed, or labels/splits are
+            inconsistent with ``classes.csv``.
+    """
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    st_path, csv_path = directory / FEATURES_FILE, directory / CLASSES_FILE
+    for p in (st_path, csv_path):
+        if not p.is_file():
+            raise DataError(f"{p}: file not found. A feature folder needs {FEATURES_FILE} and {CLASSES_FILE}.")
+    try:
+        t = load_file(st_path)
+    except Exception as exc:  # SafetensorError/OSError on truncated or foreign files
+        raise DataError(f"{st_path}: not a readable safetensors file, it may be truncated or corrupt "
+                        f"({type(exc).__name__}: {exc}). Write it again.") from exc
+    for key in ("features", "labels", "split"):
+        if key not in t:
+            raise DataError(f"{st_path}: tensor '{key}' is missing (it has: {', '.join(sorted(t)) or 'none'}).")
+    table = read_class_csv(csv_path, require_origin=True)
+    if "user" in table.origins:
+        bad = table.names[table.origins.index("user")]
+        raise DataError(f"{csv_path}: class '{bad}' has origin 'user', which only bundles allow; "
+                        "a feature folder's classes are 'seen' or 'unseen'.")
+    n_cls = len(table.names)
+    seen = np.array([o == "seen" for o in table.origins])  # (C,)
+    feats, labels, split = t["features"], t["labels"], t["split"]
+    if feats.ndim != 2 or feats.dtype.kind != "f":
+        raise DataError(f"{st_path}: 'features' should be a (N, D) float32 matrix, not {feats.dtype} {feats.shape}.")
+    n = feats.shape[0]
+    for key, arr in (("labels", labels), ("split", split)):
+        if arr.shape != (n,) or arr.dtype.kind not in "iu":
+            raise DataError(f"{st_path}: '{key}' should be ({n},) integers (one per feature row), "
+                            f"not {arr.dtype} {arr.shape}.")
+    features = np.ascontiguousarray(feats, dtype=np.float32)  # (N, D)
+    labels, split = labels.astype(np.int64), split.astype(np.int64)
+    check_finite(features, f"{st_path}: 'features'", "row", "column", "Re-extract those features.")
+    bad = (labels < 0) | (labels >= n_cls)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{st_path}: 'labels': row {k} (0-based) has class {labels[k]}, but {CLASSES_FILE} has "
+                        f"{n_cls} classes (labels are 0-based row indices). Add the missing class rows.")
+    bad = ~np.isin(split, (SPLIT_TRAINVAL, SPLIT_TEST, SPLIT_UNUSED))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{st_path}: 'split': row {k} (0-based) has value {split[k]}; allowed are 0 (trainval), "
+                        "1 (test) and 2 (unused).")
+    trainval = np.flatnonzero(split == SPLIT_TRAINVAL)
+    test = np.flatnonzero(split == SPLIT_TEST)
+    wrong = trainval[~seen[labels[trainval]]]
+    if wrong.size:
+        raise DataError(f"{st_path}: {wrong.size} image(s) with split 0 (trainval) belong to unseen classes "
+                        f"(first: row {wrong[0]} (0-based), class '{table.names[labels[wrong[0]]]}'). Set their split "
+                        f"to 1 (test) or mark the class 'seen' in {CLASSES_FILE}.")
+    empty = np.flatnonzero(seen & (np.bincount(labels[trainval], minlength=n_cls) == 0))
+    if empty.size:
+        raise DataError(f"{csv_path}: seen class(es) {name_list(table.names, empty)} have no trainval images. "
+                        "Mark them 'unseen' or add training images.")
+    val_classes = None
+    if "val_classes" in t:
+        val_classes = t["val_classes"].astype(np.int64).ravel()
+        if ((val_classes < 0) | (val_classes >= n_cls)).any() or not seen[val_classes].all():
+            raise DataError(f"{st_path}: 'val_classes' must hold indices of seen classes.")
+    return FeatureSet(features, labels, table.names, table.values, table.attribute_names, seen,
+                      trainval, test[seen[labels[test]]], test[~seen[labels[test]]], val_classes,
+                      source=f"folder:{directory.resolve()}")
+
+
+def _split_vector(fs: FeatureSet) -> np.ndarray:
+    """(N,) uint8 split codes for ``fs``, checking it can be written consistently."""
+    n, n_cls = fs.features.shape[0], len(fs.class_names)
+    if fs.features.ndim != 2 or fs.labels.shape != (n,) or fs.attributes.shape != (n_cls, len(fs.attribute_names)):
+        raise DataError(f"cannot save FeatureSet: inconsistent shapes features {fs.features.shape}, labels "
+                        f"{fs.labels.shape}, attributes {fs.attributes.shape} for {n_cls} classes.")
+    if fs.seen.shape != (n_cls,) or fs.labels.min(initial=0) < 0 or fs.labels.max(initial=0) >= n_cls:
+        raise DataError("cannot save FeatureSet: 'seen' or 'labels' do not match the number of classes.")
+    split = np.full(n, SPLIT_UNUSED, dtype=np.uint8)  # (N,)
+    for name, idx, code, want_seen in (("trainval", fs.trainval, SPLIT_TRAINVAL, True),
+                                       ("test_seen", fs.test_seen, SPLIT_TEST, True),
+                                       ("test_unseen", fs.test_unseen, SPLIT_TEST, False)):
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n or (split[idx] != SPLIT_UNUSED).any()
+                         or np.unique(idx).size != idx.size):
+            raise DataError(f"cannot save FeatureSet: '{name}' has out-of-range or repeated/overlapping indices.")
+        if (fs.seen[fs.labels[idx]] != want_seen).any():
+            kind = "unseen" if want_seen else "seen"
+            raise DataError(f"cannot save FeatureSet: '{name}' holds images of {kind} classes.")
+        split[idx] = code
+    return split
+
+
+def save_feature_folder(fs: FeatureSet, directory) -> None:
+    """Write ``fs`` in the own format; each file goes to a temp file, then ``os.replace``.
+
+    Raises:
+        DataError: ``fs`` is inconsistent, or the folder is not writable.
+    """
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    split = _split_vector(fs)
+    check_finite(np.asarray(fs.features), "cannot save FeatureSet: 'features'", "image", "dimension", "")
+    tensors = {"features": np.ascontiguousarray(fs.features, dtype=np.float32),  # (N, D)
+               "labels": np.ascontiguousarray(fs.labels, dtype=np.int64), "split": split}
+    if fs.val_classes is not None:
+        tensors["val_classes"] = np.ascontiguousarray(fs.val_classes, dtype=np.int64)
+    origins = ["seen" if s else "unseen" for s in fs.seen]
+    table = ClassTable(list(fs.class_names), origins, list(fs.attribute_names), np.asarray(fs.attributes))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{FEATURES_FILE}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"format": "dkgzsl-features", "version": "1", "source": fs.source})
+            os.replace(tmp, directory / FEATURES_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise DataError(f"{directory}: cannot write {FEATURES_FILE} ({exc}). Check space and permissions.") from exc
+    write_class_csv(table, directory / CLASSES_FILE)
+
+
+def load_features(directory) -> FeatureSet:
+    """Load a feature folder of either format, detected from the files present.
+
+    ``att_splits.mat`` -> :func:`load_xlsa17`; ``features.safetensors`` ->
+    :func:`load_feature_folder`. A path to one of those files means its folder.
+
+    Raises:
+        DataError: neither file is there (the message lists what was expected).
+    """
+    directory = Path(directory)
+    if directory.is_file() and directory.name in ("att_splits.mat", FEATURES_FILE):
+        directory = directory.parent
+    if not directory.is_dir():
+        raise DataError(f"{directory}: folder not found. Pass the folder that holds the features.")
+    if (directory / "att_splits.mat").is_file():
+        return load_xlsa17(directory)
+    if (directory / FEATURES_FILE).is_file():
+        return load_feature_folder(directory)
+    raise DataError(f"{directory}: no features found. Expected either an xlsa17 folder (att_splits.mat + "
+                    f"res101.mat) or a feature folder ({FEATURES_FILE} + {CLASSES_FILE}).")
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+@dataclass(eq=False)
+class ValidationSplit:
+    """A seen-class-only split for model selection, carved from ``trainval``.
+
+    Attributes:
+        seen: (C,) bool, classes treated as seen during validation.
+        train: int64 sorted image indices to train on (only classes seen here).
+        val_seen: int64 sorted held-out images of those seen classes.
+        val_unseen: int64 sorted images of the validation classes (treated as unseen).
+    """
+
+    seen: np.ndarray  # (C,) bool
+    train: np.ndarray  # (n_train,) int64
+    val_seen: np.ndarray  # (n_val_seen,) int64
+    val_unseen: np.ndarray  # (n_val_unseen,) int64
+
+
+def carve_validation(fs: FeatureSet, seed: int = 0, val_class_fraction: float = 0.2,
+                     seen_holdout: float = 0.2) -> ValidationSplit:
+    """Split ``fs.trainval`` into train / val_seen / val_unseen; the test splits are untouched.
+
+    Args:
+        fs: The data set.
+        seed: Seed for ``np.random.default_rng``; the result depends only on it and ``fs``.
+        val_class_fraction: Share of seen classes used as validation classes when
+            ``fs.val_classes`` is None (at least 1, leaving at least 2 seen).
+        seen_holdout: Per-class share of the remaining trainval images held out as
+            val_seen (each class with >= 2 images keeps >= 1 and gives >= 1).
+
+    Raises:
+        DataError: fractions outside (0, 1), or too few seen classes.
+    """
+    for name, value in (("val_class_fraction", val_class_fraction), ("seen_holdout", seen_holdout)):
+        if not 0.0 < value < 1.0:
+            raise DataError(f"{name} must be between 0 and 1 (exclusive), got {value}.")
+    rng = np.random.default_rng(seed)
+    seen_cls = np.flatnonzero(fs.seen)
+    if fs.val_classes is not None:
+        val_cls = np.unique(np.asarray(fs.val_classes, dtype=np.int64))
+        if not fs.seen[val_cls].all() or val_cls.size == 0 or val_cls.size >= seen_cls.size:
+            raise DataError(f"{fs.source}: val_classes must be a non-empty proper subset of the seen classes.")
+    else:
+        if seen_cls.size < 3:
+            raise DataError(f"{fs.source}: carving a validation split needs at least 3 seen classes, "
+                            f"found {seen_cls.size}. Add seen classes.")
+        n_val = min(max(1, round(val_class_fraction * seen_cls.size)), seen_cls.size - 2)
+        val_cls = np.sort(rng.choice(seen_cls, size=n_val, replace=False))
+    seen = fs.seen.copy()
+    seen[val_cls] = False  # (C,)
+    trainval = np.asarray(fs.trainval, dtype=np.int64)
+    tv_labels = fs.labels[trainval]
+    is_val = np.isin(tv_labels, val_cls)
+    val_unseen = trainval[is_val]
+    rest, rest_labels = trainval[~is_val], tv_labels[~is_val]
+    # stratify without a loop over images: shuffle, group by class, rank within class
+    order = rng.permutation(rest.size)
+    order = order[np.argsort(rest_labels[order], kind="stable")]
+    grouped = rest_labels[order]
+    counts = np.bincount(grouped, minlength=fs.seen.size)  # (C,)
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(grouped.size) - starts[grouped]
+    n_hold = np.where(counts >= 2, np.clip(np.round(seen_holdout * counts), 1, counts - 1), 0)  # (C,)
+    held = rank < n_hold[grouped]
+    return ValidationSplit(seen=seen, train=np.sort(rest[order[~held]]), val_seen=np.sort(rest[order[held]]),
+                           val_unseen=np.sort(val_unseen))

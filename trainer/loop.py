@@ -1,0 +1,253 @@
+"""The training loop: teacher pre-training, then the generator (WGAN-GP) and the D3GZSL student together.
+
+Each iteration: ``critic_steps`` critic updates (WGAN-GP) on random real batches; one generator update
+with L_WGAN + β·CE(teacher) on generated seen features + λ·(L_cls + L_od) on generated unseen ones;
+one update of the student ψ (E_s, C_s), the OOD head H and ε on real seen + generated unseen features.
+The student's Adam sees its losses unscaled (Adam is invariant to λ); λ only weighs G's share.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..models import losses as L
+from ..models.networks import ZSLModel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .task import Task, fit_feature_scaling
+
+CKPT_FORMAT = 1
+
+
+@dataclass
+class FitResult:
+    model: ZSLModel
+    history: list[dict] = field(default_factory=list)
+
+
+def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
+    model = ZSLModel(task.features.shape[1], task.attributes.shape[1], int(task.seen.sum()), len(task.seen),
+                     noise_dim=task.attributes.shape[1], hidden_dim=cfg.hidden_dim,
+                     critic_hidden_dim=cfg.critic_hidden_dim, embed_dim=cfg.embed_dim)
+    model.class_attributes.copy_(task.attributes)
+    lo, scale = fit_feature_scaling(task.features[task.train_idx])
+    model.feature_min.copy_(lo)
+    model.feature_scale.copy_(scale)
+    return model
+
+
+class _Trainer:
+    def __init__(self, task: Task, cfg: TrainConfig):
+        self.task, self.cfg = task, cfg
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # parameter initialisation
+        self.model = build_model(task, cfg)
+        m = self.model
+        self.opt_g = torch.optim.Adam(m.generator.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(m.critic.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_t = torch.optim.Adam(m.teacher.parameters(), lr=cfg.teacher_lr)
+        student = [*m.student.parameters(), *m.ood_head.parameters(), *m.epsilon.parameters()]
+        self.opt_s = torch.optim.Adam(student, lr=cfg.student_lr)
+        self.x = m.scale_features(task.features[task.train_idx])  # (n, D) scaled training features
+        self.y = task.labels[task.train_idx]  # (n,)
+        self.attr = m.normalized_attributes()  # (C, A)
+        self.seen_classes = task.seen_classes
+        self.unseen_classes = task.unseen_classes
+        self.seen_pos = torch.full((len(task.seen),), -1, dtype=torch.long)  # class -> teacher output
+        self.seen_pos[self.seen_classes] = torch.arange(len(self.seen_classes))
+        self.teacher_done = False
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"format": CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "opt_t": self.opt_t.state_dict(), "opt_s": self.opt_s.state_dict(),
+                "rng": self.rng.get_state(), "epoch": self.epoch, "teacher_done": self.teacher_done,
+                "history": json.dumps(self.history)}
+
+    def restore(self, st: dict, path: Path) -> None:
+        if st.get("format") != CKPT_FORMAT or st.get("config") != self.cfg.to_dict():
+            raise ValueError(f"{path} was written by a run with other settings; use another run folder "
+                             "or drop --resume to start afresh")
+        self.model.load_state_dict(st["model"])
+        for name in ("opt_g", "opt_d", "opt_t", "opt_s"):
+            getattr(self, name).load_state_dict(st[name])
+        self.rng.set_state(st["rng"])
+        self.epoch, self.teacher_done = int(st["epoch"]), bool(st["teacher_done"])
+        self.history = json.loads(st["history"])
+
+    # ---- teacher -----------------------------------------------------------------------------
+    def train_teacher(self) -> float:
+        """Pre-train φ = C_o ∘ E_o on real seen features with CE at τ_o, then freeze it."""
+        t, cfg = self.model.teacher, self.cfg
+        y = self.seen_pos[self.y]
+        loss = torch.tensor(0.0)
+        for _ in range(cfg.teacher_epochs):
+            for idx in torch.randperm(len(self.x), generator=self.rng).split(cfg.batch_size):
+                _, logits = t(self.x[idx])
+                loss = F.cross_entropy(logits / cfg.tau_teacher, y[idx])
+                self.opt_t.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt_t.step()
+        self.teacher_done = True
+        return float(loss.detach())
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def student_losses(self, x_real, y_real, x_gen, y_gen, with_id: bool = True) -> dict[str, torch.Tensor]:
+        """D3GZSL losses on real seen (x_real) + generated unseen (x_gen) features.
+
+        ``with_id=False`` skips L_kl/L_be (they see real features only, so G gets nothing from them).
+        """
+        m, cfg = self.model, self.cfg
+        use_id = cfg.use_id and with_id and len(x_real) > 0
+        x = torch.cat([x_real, x_gen])  # (B + G, D)
+        y = torch.cat([y_real, y_gen])
+        e_s, z_s = m.student(x)  # (B+G, E), (B+G, C)
+        out = {"cls": L.cls_loss(z_s, y, cfg.tau_student)}
+        n = len(x_real)
+        if use_id or cfg.use_od:
+            with torch.no_grad():
+                e_o, z_o = m.teacher(x if cfg.use_od else x_real)
+        if use_id:
+            out["kl"] = L.kl_loss(z_o[:n], z_s[:n, self.seen_classes], cfg.tau_kl, cfg.kl_normalize)
+            out["be"] = L.be_loss(e_o[:n], e_s[:n], y_real, cfg.tau_be, cfg.pair_balance)
+        if cfg.use_od:
+            s_tilde = L.teacher_ood_score(z_o, cfg.tau_teacher, cfg.ood_score)  # (B+G,)
+            c = m.epsilon(s_tilde)
+            h_hat = m.ood_head(torch.softmax(z_s / cfg.tau_student, dim=1))  # (B+G, 2)
+            pairs = y if cfg.od_target == "class" else (~self.task.seen[y]).long()
+            out["od"] = L.od_loss(c, h_hat, pairs, cfg.tau_od, cfg.pair_balance)
+        return out
+
+    def _gen_unseen(self) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.unseen_classes.repeat_interleave(self.cfg.gen_per_unseen)  # (G,)
+        return y, self.attr[y]
+
+    def _batch(self) -> torch.Tensor:
+        return torch.randint(len(self.x), (min(self.cfg.batch_size, len(self.x)),), generator=self.rng)
+
+    def critic_step(self) -> dict[str, float]:
+        m, cfg, rng = self.model, self.cfg, self.rng
+        idx = self._batch()
+        x_real, a_real = self.x[idx], self.attr[self.y[idx]]  # (B, D), (B, A)
+        with torch.no_grad():
+            fake = m.generator.sample(a_real, rng)
+        d_loss = m.critic(fake, a_real).mean() - m.critic(x_real, a_real).mean()
+        gp = L.gradient_penalty(m.critic, x_real, fake, a_real, rng)
+        self.opt_d.zero_grad(set_to_none=True)
+        (d_loss + cfg.gp_weight * gp).backward()
+        self.opt_d.step()
+        return {"d": d_loss.item(), "gp": gp.item()}
+
+    def student_step(self, idx: torch.Tensor) -> dict[str, float]:
+        """ψ, H, ε on the real seen batch ``idx`` + freshly generated unseen features."""
+        y_gen, a_gen = self._gen_unseen()
+        with torch.no_grad():
+            x_gen = self.model.generator.sample(a_gen, self.rng)
+        parts = self.student_losses(self.x[idx], self.y[idx], x_gen, y_gen)
+        self.opt_s.zero_grad(set_to_none=True)
+        sum(parts.values()).backward()
+        self.opt_s.step()
+        return {k: v.item() for k, v in parts.items()}
+
+    def run_epoch(self) -> dict:
+        """One epoch = ⌈n / B⌉ generator iterations, each after ``critic_steps`` critic updates on random
+        batches (f-CLSWGAN's schedule), followed by one student update on that iteration's batch."""
+        m, cfg = self.model, self.cfg
+        sums: dict[str, float] = {}
+        iters = math.ceil(len(self.x) / cfg.batch_size)
+        for p in m.teacher.parameters():
+            p.requires_grad_(False)
+        for _ in range(iters):
+            logs: dict[str, float] = {}
+            for _ in range(cfg.critic_steps):
+                for k, v in self.critic_step().items():
+                    logs[k] = logs.get(k, 0.0) + v / cfg.critic_steps
+            idx = self._batch()
+            logs.update(self.generator_step(self.y[idx], self.attr[self.y[idx]]))
+            logs.update(self.student_step(idx))
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        for p in m.teacher.parameters():
+            p.requires_grad_(True)
+        return {k: v / iters for k, v in sums.items()}
+
+    def generator_step(self, y_real, a_real) -> dict[str, float]:
+        m, cfg, rng = self.model, self.cfg, self.rng
+        fake = m.generator.sample(a_real, rng)  # (B, D)
+        wgan = -m.critic(fake, a_real).mean()
+        _, z_o = m.teacher(fake)
+        cls_t = F.cross_entropy(z_o / cfg.tau_teacher, self.seen_pos[y_real])
+        loss = wgan + cfg.cls_weight * cls_t
+        if len(self.unseen_classes):
+            y_gen, a_gen = self._gen_unseen()
+            x_gen = m.generator.sample(a_gen, rng)
+            parts = self.student_losses(fake[:0], y_real[:0], x_gen, y_gen, with_id=False)
+            d3 = parts["cls"] + parts.get("od", 0.0)
+            loss = loss + cfg.d3_weight * d3
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.opt_s.zero_grad(set_to_none=True)  # G's step must not leak into the student's
+        return {"g": wgan.item(), "g_cls": cls_t.item()}
+
+
+def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, resume: bool = False,
+        evaluate: Callable[[ZSLModel], dict] | None = None, on_epoch: Callable[[dict], None] | None = None,
+        progress: Callable[[int, int], None] | None = None) -> FitResult:
+    """Train for ``epochs`` epochs; checkpoint and log every epoch into ``run_dir`` when given.
+
+    ``evaluate(model) -> metrics`` runs after each epoch (validation only; never test images).
+    With ``resume`` the run continues from ``run_dir/checkpoint.pt`` to the identical result.
+    """
+    tr = _Trainer(task, cfg)
+    ckpt = log = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt, log = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+        if resume and ckpt.exists():
+            tr.restore(load_checkpoint(ckpt), ckpt)
+        _rewrite_log(log, tr.history)  # drop lines of epochs the checkpoint never saw
+    if not tr.teacher_done:
+        loss = tr.train_teacher()
+        _record(tr, {"epoch": 0, "teacher_loss": loss}, ckpt, log, on_epoch)
+    while tr.epoch < epochs:
+        tr.model.train()
+        row = {"epoch": tr.epoch + 1, **tr.run_epoch()}
+        if any(not math.isfinite(v) for v in row.values()):
+            raise FloatingPointError(f"training diverged at epoch {row['epoch']}: {row}")
+        if evaluate is not None:
+            tr.model.eval()
+            with torch.no_grad():
+                row.update(evaluate(tr.model))
+        tr.epoch += 1
+        _record(tr, row, ckpt, log, on_epoch)
+        if progress:
+            progress(tr.epoch, epochs)
+    tr.model.eval()
+    return FitResult(model=tr.model, history=tr.history)
+
+
+def _record(tr: _Trainer, row: dict, ckpt, log, on_epoch) -> None:
+    tr.history.append(row)
+    if ckpt is not None:
+        save_checkpoint(tr.state(), ckpt)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    if on_epoch:
+        on_epoch(row)
+
+
+def _rewrite_log(log: Path, history: list[dict]) -> None:
+    tmp = log.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    tmp.replace(log)

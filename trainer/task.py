@@ -1,0 +1,59 @@
+"""A training task: real features of some classes, the attribute matrix, which classes are seen.
+
+The same code trains the validation task (seen classes minus validation classes, validation classes
+as unseen) and the final task (all classes), so model selection never looks at test images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Task:
+    features: torch.Tensor  # (N, D) raw features of every image the task may touch
+    labels: torch.Tensor  # (N,) int64 class index into `classes` order (-1: not in this task)
+    attributes: torch.Tensor  # (C, A) raw class attribute vectors, task order
+    seen: torch.Tensor  # (C,) bool
+    train_idx: torch.Tensor  # (n,) images the model trains on (seen classes only)
+    eval_idx: torch.Tensor | None = None  # (m,) images to score each epoch (validation), or None
+    classes: np.ndarray | None = None  # (C,) task class -> index in the FeatureSet
+
+    @property
+    def seen_classes(self) -> torch.Tensor:
+        return torch.nonzero(self.seen).squeeze(1)  # (S,)
+
+    @property
+    def unseen_classes(self) -> torch.Tensor:
+        return torch.nonzero(~self.seen).squeeze(1)  # (U,)
+
+
+def make_task(fs, classes: np.ndarray, seen: np.ndarray, train_idx: np.ndarray,
+              eval_idx: np.ndarray | None = None) -> Task:
+    """Restrict a FeatureSet to ``classes`` (FeatureSet class indices), relabelling images."""
+    classes = np.asarray(classes, dtype=np.int64)
+    remap = np.full(len(fs.class_names), -1, dtype=np.int64)
+    remap[classes] = np.arange(len(classes))
+    labels = remap[fs.labels]
+    for name, idx in (("train", train_idx), ("eval", eval_idx)):
+        if idx is not None and len(idx) and (labels[idx] < 0).any():
+            raise ValueError(f"{name} images include classes outside the task")
+    return Task(
+        features=torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)),
+        labels=torch.from_numpy(labels),
+        attributes=torch.from_numpy(np.ascontiguousarray(fs.attributes[classes], dtype=np.float32)),
+        seen=torch.from_numpy(np.asarray(seen, dtype=bool)),
+        train_idx=torch.from_numpy(np.asarray(train_idx, dtype=np.int64)),
+        eval_idx=None if eval_idx is None else torch.from_numpy(np.asarray(eval_idx, dtype=np.int64)),
+        classes=classes,
+    )
+
+
+def fit_feature_scaling(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dim min-max onto [0, 1] fitted on training features (f-CLSWGAN); constant dims map to 0."""
+    lo = features.min(dim=0).values  # (D,)
+    span = features.max(dim=0).values - lo
+    scale = torch.where(span > 0, 1.0 / span.clamp_min(1e-12), torch.zeros_like(span))
+    return lo, scale

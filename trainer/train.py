@@ -1,0 +1,121 @@
+"""From a FeatureSet to a bundle: select epochs and calibration on validation classes, then train on all.
+
+Phase ``select`` trains on the seen classes minus a set of validation classes, which play the unseen
+part; each epoch is scored on held-out seen images + validation-class images (never the test split):
+the best epoch by calibrated H fixes the number of epochs and the calibration γ. Phase ``final``
+trains on all trainval images with the real unseen classes for that many epochs and writes the bundle.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..models.bundle import save_bundle
+from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
+from ..models.errors import DataError
+from .config import TrainConfig
+from .data import FeatureSet, carve_validation
+from .loop import fit
+from .metrics import choose_gamma, gzsl_accuracy
+from .task import Task, make_task
+
+
+@dataclass
+class TrainOutcome:
+    bundle_dir: Path
+    best_epoch: int
+    calibration: float
+    select_history: list[dict]
+    final_history: list[dict]
+
+
+def scores_for(model, features: torch.Tensor, tau: float = 1.0, batch: int = 4096) -> np.ndarray:
+    """Unified-classifier probabilities (N, C) for raw features, in batches."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.class_scores(features[i:i + batch], tau)
+                          for i in range(0, len(features), batch)]).numpy()
+
+
+def validation_metrics(task: Task, tau: float) -> Callable:
+    """Per-epoch GZSL metrics on the task's evaluation images (validation only)."""
+    feats, labels, seen = task.features[task.eval_idx], task.labels[task.eval_idx].numpy(), task.seen.numpy()
+
+    def evaluate(model) -> dict:
+        scores = scores_for(model, feats, tau)
+        s, u, h = gzsl_accuracy(scores, labels, seen, 0.0)
+        gamma, h_cal = choose_gamma(scores, labels, seen)
+        return {"val_S": s, "val_U": u, "val_H": h, "val_H_cal": h_cal, "val_gamma": gamma}
+
+    return evaluate
+
+
+def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenance: dict) -> ModelConfig:
+    return ModelConfig(
+        method=cfg.method, feature_dim=int(fs.features.shape[1]),
+        attribute_names=list(fs.attribute_names), class_names=list(fs.class_names),
+        seen=[bool(s) for s in fs.seen],
+        generator=GeneratorConfig(noise_dim=len(fs.attribute_names), hidden_dim=cfg.hidden_dim,
+                                  critic_hidden_dim=cfg.critic_hidden_dim),
+        head=HeadConfig(embed_dim=cfg.embed_dim, tau_teacher=cfg.tau_teacher, tau_student=cfg.tau_student,
+                        tau_kl=cfg.tau_kl, tau_be=cfg.tau_be, tau_od=cfg.tau_od,
+                        kl_normalize=cfg.kl_normalize, ood_score=cfg.ood_score,
+                        pair_balance=cfg.pair_balance, od_target=cfg.od_target),
+        calibration=float(calibration), provenance=provenance)
+
+
+def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False,
+                 on_epoch: Callable[[str, dict], None] | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> TrainOutcome:
+    """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _pin_config(run_dir / "train_config.json", cfg, fs, resume)
+    say = (lambda phase: (lambda row: on_epoch(phase, row))) if on_epoch else (lambda phase: None)
+    tick = (lambda phase: (lambda i, n: progress(phase, i, n))) if progress else (lambda phase: None)
+
+    best_epoch, gamma, select_hist = cfg.epochs, 0.0, []
+    if cfg.select == "val":
+        vs = carve_validation(fs, cfg.seed, cfg.val_class_fraction, cfg.seen_holdout)
+        classes = np.flatnonzero(fs.seen)
+        task = make_task(fs, classes, vs.seen[classes], vs.train, np.concatenate([vs.val_seen, vs.val_unseen]))
+        res = fit(task, cfg, cfg.epochs, run_dir / "select", resume,
+                  evaluate=validation_metrics(task, cfg.tau_student), on_epoch=say("select"),
+                  progress=tick("select"))
+        select_hist = res.history
+        rows = [r for r in res.history if "val_H_cal" in r]
+        best = max(rows, key=lambda r: (r["val_H_cal"], -r["epoch"]))
+        best_epoch, gamma = int(best["epoch"]), float(best["val_gamma"])
+
+    task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, fs.trainval)
+    res = fit(task, cfg, best_epoch, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"))
+    provenance = {
+        "data_sha256": fs.sha256(), "data_source": fs.source, "seed": cfg.seed,
+        "selected_epoch": best_epoch, "selection": cfg.select, "train_config": cfg.to_dict(),
+        "dkgzsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    }
+    config = model_config(fs, cfg, gamma, provenance)
+    bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
+    return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
+
+
+def _pin_config(path: Path, cfg: TrainConfig, fs: FeatureSet, resume: bool) -> None:
+    """A run folder belongs to one configuration and one data set; resuming with others is refused."""
+    record = {"train_config": cfg.to_dict(), "data_sha256": fs.sha256()}
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if resume and old != record:
+            raise DataError(f"{path.parent} was started with other settings or data; "
+                            "resume with the same options, or train into a new --out folder.")
+        if not resume:
+            raise DataError(f"{path.parent} already holds a run; pass --resume to continue it "
+                            "or choose a new --out folder.")
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
