@@ -76,10 +76,15 @@ def train(
     gen_per_unseen: int = typer.Option(5, help="Generated features per unseen class per step."),
     d3_weight: float = typer.Option(1e-4, help="λ: weight of the D3GZSL losses in the generator's objective."),
     cls_weight: float = typer.Option(0.01, help="β: weight of the teacher's CE on generated seen features."),
+    tau_kl: float = typer.Option(1.0, help="Temperature of L_kl on L2-normalised logits."),
+    tau_be: float = typer.Option(1.0, help="Temperature on the cosines of L_be."),
+    tau_od: float = typer.Option(1.0, help="Temperature on the cosines of L_od."),
+    od_target: str = typer.Option("class", help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
     select: Select = typer.Option(Select.val, help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
     seed: int = typer.Option(0),
     attribute_names: Optional[Path] = typer.Option(None, help="Text file with one attribute name per line (xlsa17 has none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
@@ -99,18 +104,24 @@ def train(
         names = None
         if attribute_names is not None:
             names = [ln.strip() for ln in attribute_names.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not features.exists():
+            _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
+                  "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
         fs = load_features(features) if names is None else _load_named(features, names)
         cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
                           batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
                           hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
                           gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
+                          tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target,
                           select=select.value, seed=seed)
         try:
             cfg.validate()
         except ValueError as e:
             _fail(str(e), 2)
+        dev = _device(device)
         with TrainProgress(enabled=not as_json) as bar:
-            outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance)
+            outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
+                                   device=dev)
     except DkgzslError as e:
         _fail(str(e), e.exit_code)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
@@ -120,6 +131,18 @@ def train(
     else:
         typer.echo(f"bundle written to {outcome.bundle_dir} (epochs {outcome.best_epoch}, "
                    f"calibration γ = {outcome.calibration:.4g})")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        _fail(f"--device {name}: this torch build sees no CUDA device. Use --device cpu.", 2)
+    if name != "cpu" and not name.startswith("cuda"):
+        _fail(f"--device {name}: use auto, cpu, cuda or cuda:N.", 2)
+    return name
 
 
 def _load_named(features: Path, names: list[str]):

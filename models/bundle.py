@@ -10,18 +10,16 @@ and that classes.csv agrees with config.json, and says exactly what is wrong.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_write_bytes
+from .classcsv import ClassTable, read_class_csv, write_class_csv
 from .config import FORMAT_VERSION, METHODS, ModelConfig
-from .errors import BundleError
+from .errors import BundleError, DataError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -37,33 +35,8 @@ class Bundle:
     path: Path | None = None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace: readers see old or new, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _classes_csv(config: ModelConfig, origins: list[str], attributes) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["name", "origin", *config.attribute_names])
-    for name, origin, row in zip(config.class_names, origins, attributes.tolist()):
-        w.writerow([name, origin, *(repr(float(v)) for v in row)])
-    return buf.getvalue().encode("utf-8")
 
 
 def model_card(config: ModelConfig, origins: list[str]) -> str:
@@ -110,7 +83,8 @@ def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None
     blob = st_save(tensors, metadata={"format": "pt", "dkgzsl_format_version": str(FORMAT_VERSION)})
     config.weights_sha256 = sha256_bytes(blob)
     atomic_write_bytes(directory / WEIGHTS_FILE, blob)
-    atomic_write_bytes(directory / CLASSES_FILE, _classes_csv(config, origins, tensors["class_attributes"]))
+    write_class_csv(ClassTable(list(config.class_names), list(origins), list(config.attribute_names),
+                               tensors["class_attributes"].numpy()), directory / CLASSES_FILE)
     atomic_write_bytes(directory / CARD_FILE, model_card(config, origins).encode("utf-8"))
     data = json.dumps(config.to_dict(), indent=2, ensure_ascii=False).encode("utf-8")
     atomic_write_bytes(directory / CONFIG_FILE, data)
@@ -183,7 +157,8 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
     except Exception as e:  # safetensors raises several error types on bad headers
         raise BundleError(f"{wpath} is not a readable safetensors file ({e}).") from None
 
-    origins = _read_origins(directory, config)
+    table = _read_classes(directory, config)
+    origins = table.origins
     _check_config(config, origins, directory / CONFIG_FILE)
     model = ZSLModel.from_config(config)
     expected = model.state_dict()
@@ -206,44 +181,25 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise BundleError(f"{wpath}: tensor {name} holds NaN or inf values; the bundle is broken.")
     model.load_state_dict(tensors, strict=True)
-    _check_classes_csv(directory, config, model.class_attributes)
+    if not torch.equal(torch.from_numpy(table.values), model.class_attributes):
+        bad = int((torch.from_numpy(table.values) != model.class_attributes).any(dim=1).nonzero()[0])
+        raise BundleError(f"{directory / CLASSES_FILE}: attribute values of class {config.class_names[bad]!r} "
+                          f"differ from {WEIGHTS_FILE}; the bundle was edited by hand or is corrupt.")
     model.eval().to(device)
     return Bundle(config=config, model=model, origins=origins, path=directory)
 
 
-def _read_rows(directory: Path) -> list[list[str]]:
+def _read_classes(directory: Path, config: ModelConfig) -> ClassTable:
     path = directory / CLASSES_FILE
     if not path.is_file():
         raise BundleError(f"{path} is missing; re-download or re-export the bundle.")
     try:
-        return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise BundleError(f"{path} is not a readable UTF-8 CSV ({e}).") from None
-
-
-def _read_origins(directory: Path, config: ModelConfig) -> list[str]:
-    rows = _read_rows(directory)
-    path = directory / CLASSES_FILE
-    header = ["name", "origin", *config.attribute_names]
-    if not rows or rows[0] != header:
-        raise BundleError(f"{path}: header does not match {CONFIG_FILE}'s attribute names.")
-    names = [r[0] for r in rows[1:] if r]
-    if names != config.class_names:
-        raise BundleError(f"{path}: class names/order differ from {CONFIG_FILE} "
-                          f"({len(names)} rows vs {config.num_classes} classes).")
-    return [r[1] for r in rows[1:] if r]
-
-
-def _check_classes_csv(directory: Path, config: ModelConfig, attributes) -> None:
-    path = directory / CLASSES_FILE
-    rows = [r for r in _read_rows(directory)[1:] if r]
-    for i, (row, ref) in enumerate(zip(rows, attributes.tolist()), start=2):
-        try:
-            values = [float(v) for v in row[2:]]
-        except ValueError:
-            raise BundleError(f"{path} row {i}: non-numeric attribute value.") from None
-        if len(values) != len(ref) or any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(values, ref)):
-            raise BundleError(f"{path} row {i} ({row[0]}): attribute values differ from {WEIGHTS_FILE}.")
-    seen_from_origin = [o == "seen" for o in (r[1] for r in rows)]
-    if seen_from_origin != list(config.seen):
+        table = read_class_csv(path, attribute_names=config.attribute_names, require_origin=True)
+    except DataError as e:
+        raise BundleError(str(e)) from None
+    if table.names != config.class_names:
+        raise BundleError(f"{path}: class names or their order differ from {CONFIG_FILE} "
+                          f"({len(table.names)} rows vs {config.num_classes} classes).")
+    if [o == "seen" for o in table.origins] != list(config.seen):
         raise BundleError(f"{path}: origins disagree with the seen mask in {CONFIG_FILE}.")
+    return table

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dkgzsl_app.models.errors import DataError
+from ..models.errors import DataError
 
-from .classcsv import ClassTable, read_class_csv, write_class_csv
+from ..models.classcsv import ClassTable, read_class_csv, write_class_csv
 from .matio import (
     check_classes_txt, check_finite, integer_vector, name_list, read_mat, xlsa17_class_names, xlsa17_locs,
     xlsa17_val_classes,

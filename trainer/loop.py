@@ -43,23 +43,24 @@ def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
 
 
 class _Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig):
-        self.task, self.cfg = task, cfg
-        self.rng = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)  # parameter initialisation
-        self.model = build_model(task, cfg)
-        m = self.model
+    def __init__(self, task: Task, cfg: TrainConfig, device: str = "cpu"):
+        self.task, self.cfg, self.device = task, cfg, torch.device(device)
+        self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # parameter initialisation (on the CPU, so every device starts alike)
+        self.model = m = build_model(task, cfg).to(self.device)
         self.opt_g = torch.optim.Adam(m.generator.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(m.critic.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_t = torch.optim.Adam(m.teacher.parameters(), lr=cfg.teacher_lr)
         student = [*m.student.parameters(), *m.ood_head.parameters(), *m.epsilon.parameters()]
         self.opt_s = torch.optim.Adam(student, lr=cfg.student_lr)
-        self.x = m.scale_features(task.features[task.train_idx])  # (n, D) scaled training features
-        self.y = task.labels[task.train_idx]  # (n,)
+        dev = self.device
+        self.x = m.scale_features(task.features[task.train_idx].to(dev))  # (n, D) scaled training features
+        self.y = task.labels[task.train_idx].to(dev)  # (n,)
         self.attr = m.normalized_attributes()  # (C, A)
-        self.seen_classes = task.seen_classes
-        self.unseen_classes = task.unseen_classes
-        self.seen_pos = torch.full((len(task.seen),), -1, dtype=torch.long)  # class -> teacher output
+        self.seen = task.seen.to(dev)
+        self.seen_classes = task.seen_classes.to(dev)
+        self.unseen_classes = task.unseen_classes.to(dev)
+        self.seen_pos = torch.full((len(task.seen),), -1, dtype=torch.long, device=dev)  # class -> teacher output
         self.seen_pos[self.seen_classes] = torch.arange(len(self.seen_classes))
         self.teacher_done = False
         self.epoch = 0
@@ -70,7 +71,7 @@ class _Trainer:
         return {"format": CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "opt_t": self.opt_t.state_dict(), "opt_s": self.opt_s.state_dict(),
-                "rng": self.rng.get_state(), "epoch": self.epoch, "teacher_done": self.teacher_done,
+                "rng": self.rng.get_state().cpu(), "epoch": self.epoch, "teacher_done": self.teacher_done,
                 "history": json.dumps(self.history)}
 
     def restore(self, st: dict, path: Path) -> None:
@@ -91,7 +92,7 @@ class _Trainer:
         y = self.seen_pos[self.y]
         loss = torch.tensor(0.0)
         for _ in range(cfg.teacher_epochs):
-            for idx in torch.randperm(len(self.x), generator=self.rng).split(cfg.batch_size):
+            for idx in torch.randperm(len(self.x), generator=self.rng, device=self.device).split(cfg.batch_size):
                 _, logits = t(self.x[idx])
                 loss = F.cross_entropy(logits / cfg.tau_teacher, y[idx])
                 self.opt_t.zero_grad(set_to_none=True)
@@ -123,7 +124,7 @@ class _Trainer:
             s_tilde = L.teacher_ood_score(z_o, cfg.tau_teacher, cfg.ood_score)  # (B+G,)
             c = m.epsilon(s_tilde)
             h_hat = m.ood_head(torch.softmax(z_s / cfg.tau_student, dim=1))  # (B+G, 2)
-            pairs = y if cfg.od_target == "class" else (~self.task.seen[y]).long()
+            pairs = y if cfg.od_target == "class" else (~self.seen[y]).long()
             out["od"] = L.od_loss(c, h_hat, pairs, cfg.tau_od, cfg.pair_balance)
         return out
 
@@ -132,7 +133,8 @@ class _Trainer:
         return y, self.attr[y]
 
     def _batch(self) -> torch.Tensor:
-        return torch.randint(len(self.x), (min(self.cfg.batch_size, len(self.x)),), generator=self.rng)
+        return torch.randint(len(self.x), (min(self.cfg.batch_size, len(self.x)),), generator=self.rng,
+                             device=self.device)
 
     def critic_step(self) -> dict[str, float]:
         m, cfg, rng = self.model, self.cfg, self.rng
@@ -202,13 +204,14 @@ class _Trainer:
 
 def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, resume: bool = False,
         evaluate: Callable[[ZSLModel], dict] | None = None, on_epoch: Callable[[dict], None] | None = None,
-        progress: Callable[[int, int], None] | None = None) -> FitResult:
+        progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> FitResult:
     """Train for ``epochs`` epochs; checkpoint and log every epoch into ``run_dir`` when given.
 
     ``evaluate(model) -> metrics`` runs after each epoch (validation only; never test images).
     With ``resume`` the run continues from ``run_dir/checkpoint.pt`` to the identical result.
+    The returned model is on the CPU.
     """
-    tr = _Trainer(task, cfg)
+    tr = _Trainer(task, cfg, device)
     ckpt = log = None
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -234,7 +237,7 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
         if progress:
             progress(tr.epoch, epochs)
     tr.model.eval()
-    return FitResult(model=tr.model, history=tr.history)
+    return FitResult(model=tr.model.cpu(), history=tr.history)
 
 
 def _record(tr: _Trainer, row: dict, ckpt, log, on_epoch) -> None:

@@ -37,10 +37,11 @@ class TrainOutcome:
 
 
 def scores_for(model, features: torch.Tensor, tau: float = 1.0, batch: int = 4096) -> np.ndarray:
-    """Unified-classifier probabilities (N, C) for raw features, in batches."""
+    """Unified-classifier probabilities (N, C) for raw features, in batches, on the model's device."""
     model.eval()
+    dev = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model.class_scores(features[i:i + batch], tau)
+        return torch.cat([model.class_scores(features[i:i + batch].to(dev), tau).cpu()
                           for i in range(0, len(features), batch)]).numpy()
 
 
@@ -73,7 +74,7 @@ def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenanc
 
 def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False,
                  on_epoch: Callable[[str, dict], None] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> TrainOutcome:
+                 progress: Callable[[str, int, int], None] | None = None, device: str = "cpu") -> TrainOutcome:
     """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly."""
     cfg.validate()
     run_dir = Path(run_dir)
@@ -89,18 +90,20 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
         task = make_task(fs, classes, vs.seen[classes], vs.train, np.concatenate([vs.val_seen, vs.val_unseen]))
         res = fit(task, cfg, cfg.epochs, run_dir / "select", resume,
                   evaluate=validation_metrics(task, cfg.tau_student), on_epoch=say("select"),
-                  progress=tick("select"))
+                  progress=tick("select"), device=device)
         select_hist = res.history
         rows = [r for r in res.history if "val_H_cal" in r]
         best = max(rows, key=lambda r: (r["val_H_cal"], -r["epoch"]))
         best_epoch, gamma = int(best["epoch"]), float(best["val_gamma"])
 
     task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, fs.trainval)
-    res = fit(task, cfg, best_epoch, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"))
+    res = fit(task, cfg, best_epoch, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"),
+              device=device)
     provenance = {
         "data_sha256": fs.sha256(), "data_source": fs.source, "seed": cfg.seed,
         "selected_epoch": best_epoch, "selection": cfg.select, "train_config": cfg.to_dict(),
         "dkgzsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "device": torch.device(device).type,
     }
     config = model_config(fs, cfg, gamma, provenance)
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dkgzsl_app.models.errors import DataError
+from .atomic import atomic_write_bytes
+from .errors import DataError
 
 __all__ = ["ClassTable", "ORIGINS", "read_class_csv", "write_class_csv"]
 
@@ -286,24 +287,3 @@ def write_class_csv(table: ClassTable, path: str | os.PathLike) -> None:
         origin = [table.origins[i]] if table.origins is not None else []
         writer.writerow([name, *origin, *(format(float(v), ".9g") for v in values[i])])
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc}). Check that the folder is writable.") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise DataError(f"{path}: cannot write ({exc}). Check free disk space and permissions.") from exc
-        raise
