@@ -80,7 +80,9 @@ def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None
     origins = origins or ["seen" if s else "unseen" for s in config.seen]
     _check_config(config, origins, directory / CONFIG_FILE)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": "pt", "dkgzsl_format_version": str(FORMAT_VERSION)})
+    # one metadata key: safetensors writes its metadata map in arbitrary order, and bundles must be
+    # byte-reproducible (same model, same files); the format version lives in config.json
+    blob = st_save(tensors, metadata={"format": "pt"})
     config.weights_sha256 = sha256_bytes(blob)
     atomic_write_bytes(directory / WEIGHTS_FILE, blob)
     write_class_csv(ClassTable(list(config.class_names), list(origins), list(config.attribute_names),

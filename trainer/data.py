@@ -28,16 +28,14 @@ data give the same :meth:`FeatureSet.sha256`.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..models.errors import DataError
-
+from ..models.atomic import atomic_write_bytes
 from ..models.classcsv import ClassTable, read_class_csv, write_class_csv
+from ..models.errors import DataError
 from .matio import (
     check_classes_txt, check_finite, integer_vector, name_list, read_mat, xlsa17_class_names, xlsa17_locs,
     xlsa17_val_classes,
@@ -287,7 +285,7 @@ def save_feature_folder(fs: FeatureSet, directory) -> None:
     Raises:
         DataError: ``fs`` is inconsistent, or the folder is not writable.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     directory = Path(directory)
     split = _split_vector(fs)
@@ -298,18 +296,8 @@ def save_feature_folder(fs: FeatureSet, directory) -> None:
         tensors["val_classes"] = np.ascontiguousarray(fs.val_classes, dtype=np.int64)
     origins = ["seen" if s else "unseen" for s in fs.seen]
     table = ClassTable(list(fs.class_names), origins, list(fs.attribute_names), np.asarray(fs.attributes))
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{FEATURES_FILE}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": "dkgzsl-features", "version": "1", "source": fs.source})
-            os.replace(tmp, directory / FEATURES_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:
-        raise DataError(f"{directory}: cannot write {FEATURES_FILE} ({exc}). Check space and permissions.") from exc
+    blob = save(tensors, metadata={"format": "dkgzsl-features-1"})  # one key: map order is arbitrary
+    atomic_write_bytes(directory / FEATURES_FILE, blob)
     write_class_csv(table, directory / CLASSES_FILE)
 
 
