@@ -100,3 +100,27 @@ def test_gradient_penalty_of_linear_critic():
     real, fake, attrs = torch.randn(5, 2), torch.randn(5, 2), torch.zeros(5, 1)
     gp = L.gradient_penalty(LinearCritic(), real, fake, attrs)
     assert gp.item() == pytest.approx((5.0 - 1.0) ** 2, rel=1e-6)  # (‖w‖ − 1)²
+
+
+def test_pairwise_balance_hand_values():
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    # cos = [[1,1,0],[1,1,0],[0,0,1]]: 5 positive pairs at cos 1, 4 negative pairs at cos 0
+    plain = (5 * softplus(-1.0) + 4 * math.log(2)) / 9
+    balanced = (softplus(-1.0) + math.log(2)) / 2
+    assert L.be_loss(e, e, labels, tau=1.0, balance=False).item() == pytest.approx(plain, rel=1e-6)
+    assert L.be_loss(e, e, labels, tau=1.0, balance=True).item() == pytest.approx(balanced, rel=1e-6)
+
+
+def test_balanced_loss_does_not_depend_on_how_many_negatives():
+    """Balanced: positives and negatives weigh half each, however many classes the batch holds.
+    Plain: the more classes, the more the negatives (at ln 2 each here) dominate."""
+    def batch(n_classes):
+        e = torch.eye(n_classes)  # one sample per class, orthogonal: positives cos 1, negatives cos 0
+        return e, e, torch.arange(n_classes)
+    few, many = batch(3), batch(30)
+    assert L.be_loss(*few, tau=1.0).item() == pytest.approx(L.be_loss(*many, tau=1.0).item(), rel=1e-6)
+    plain_few = L.be_loss(*few, tau=1.0, balance=False).item()
+    plain_many = L.be_loss(*many, tau=1.0, balance=False).item()
+    assert plain_few == pytest.approx((3 * softplus(-1.0) + 6 * math.log(2)) / 9, rel=1e-6)
+    assert plain_many == pytest.approx((30 * softplus(-1.0) + 870 * math.log(2)) / 900, rel=1e-6)

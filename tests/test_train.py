@@ -106,3 +106,19 @@ def test_evaluate_refuses_foreign_features(trained):
     other = make_feature_set(n_classes=30, n_unseen=6, n_attr=12)
     with pytest.raises(DataError, match="attributes"):
         evaluate_bundle(load_bundle(out.bundle_dir), other)
+
+
+def test_released_code_lr_growth_option(data):
+    from dkgzsl_app.trainer.loop import _Trainer
+    from dkgzsl_app.trainer.task import make_task
+
+    task = make_task(data, np.arange(len(data.class_names)), data.seen, data.trainval)
+    tr = _Trainer(task, tiny_config(gd_lr_growth=1.09, gd_lr_growth_every=2))
+    lrs = []
+    for epoch in range(5):
+        tr.epoch = epoch
+        tr.grow_lr()
+        lrs.append(tr.opt_g.param_groups[0]["lr"])
+    base = tiny_config().lr
+    assert lrs == pytest.approx([base, base, base * 1.09, base * 1.09, base * 1.09 ** 2])
+    assert tr.opt_s.param_groups[0]["lr"] == tiny_config().student_lr  # the student's lr never grows

@@ -41,6 +41,8 @@ class TrainConfig:
     ood_score: str = "msp"
     pair_balance: bool = True
     od_target: str = "class"  # class | domain
+    gd_lr_growth: float = 1.0  # the released D3GZSL code multiplies G/D lr by 1.09 every 20 epochs; the paper does not
+    gd_lr_growth_every: int = 20
     select: str = "val"  # "val": choose epochs and γ on a validation split of the seen classes; "none": last epoch, γ = 0
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2

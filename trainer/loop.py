@@ -160,10 +160,19 @@ class _Trainer:
         self.opt_s.step()
         return {k: v.item() for k, v in parts.items()}
 
+    def grow_lr(self) -> None:
+        """Optional lr schedule of the released D3GZSL code: × gd_lr_growth every gd_lr_growth_every epochs."""
+        cfg = self.cfg
+        if cfg.gd_lr_growth != 1.0 and self.epoch > 0 and self.epoch % cfg.gd_lr_growth_every == 0:
+            for opt in (self.opt_g, self.opt_d):
+                for group in opt.param_groups:
+                    group["lr"] *= cfg.gd_lr_growth
+
     def run_epoch(self) -> dict:
         """One epoch = ⌈n / B⌉ generator iterations, each after ``critic_steps`` critic updates on random
         batches (f-CLSWGAN's schedule), followed by one student update on that iteration's batch."""
         m, cfg = self.model, self.cfg
+        self.grow_lr()
         sums: dict[str, float] = {}
         iters = math.ceil(len(self.x) / cfg.batch_size)
         for p in m.teacher.parameters():
