@@ -189,6 +189,104 @@ def evaluate(
     Console().print(t)
 
 
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
+
+
+EXIT_SOME_FAILED, EXIT_NO_IMAGES = 3, 4
+
+
+@app.command()
+def classify(
+    paths: list[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
+    model: str = typer.Option(..., "--model", "-m", help="Bundle: local-dir:PATH or a folder path."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to report per photo."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv, json or jsonl."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, min=1, help="Photos per forward pass (halved automatically on GPU out-of-memory)."),
+    workers: int = typer.Option(2, min=0, help="DataLoader processes decoding photos."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    calibration: Optional[float] = typer.Option(None, help="γ subtracted from seen-class scores (default: the bundle's)."),
+) -> None:
+    """Classify photos into seen, unseen and user-added classes.
+
+    Exit codes: 0 all photos classified; 3 some files could not be read (each has an error row);
+    4 no photos found; 1 the model or options are unusable.
+    """
+    from .images import collect_images
+    from .models.errors import DkgzslError
+
+    found = collect_images(paths, recursive)
+    for w in found.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
+    if not found.images:
+        typer.secho("error: no photos to classify.", fg="red", err=True)
+        raise typer.Exit(EXIT_NO_IMAGES)
+    try:
+        from .classify import load
+
+        clf = load(model, device)
+        with _photo_progress(len(found.images)) as tick:
+            preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick)
+    except DkgzslError as e:
+        _fail(str(e), e.exit_code)
+    failed = [p for p in preds if p.error]
+    for p in failed:
+        typer.secho(f"warning: {p.path}: {p.error}", fg="yellow", err=True)
+    _write_predictions(preds, fmt, output)
+    if failed:
+        typer.secho(f"{len(failed)} of {len(preds)} files could not be classified.", fg="yellow", err=True)
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _photo_progress(total: int):
+    import contextlib
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if total < 64 or not console.is_terminal:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress("classifying", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as prog:
+            task = prog.add_task("photos", total=total)
+            yield lambda n: prog.advance(task, n)
+
+    return bar()
+
+
+def _write_predictions(preds, fmt: "Format", output: Optional[Path]) -> None:
+    from .output import print_table, render
+
+    if fmt == Format.table:
+        import io
+
+        from rich.console import Console
+
+        if output is None:
+            print_table(preds, Console())
+            return
+        buf = io.StringIO()
+        print_table(preds, Console(file=buf, width=160, color_system=None))
+        text = buf.getvalue()
+    else:
+        text = render(preds, fmt.value)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        from .models.atomic import atomic_write_bytes
+
+        atomic_write_bytes(output, text.encode("utf-8"))
+
+
 def main() -> None:
     app()
 

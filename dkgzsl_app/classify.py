@@ -1,0 +1,116 @@
+"""The Python API behind ``dkgzsl classify``: ``load(source).classify(images)``.
+
+    >>> import dkgzsl_app
+    >>> clf = dkgzsl_app.load("local-dir:runs/demo/bundle")
+    >>> for p in clf.classify(["photos/zebra.jpg"]): print(p.path, p.top[0].name, p.top[0].score)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .models.errors import BundleError
+
+
+@dataclass
+class Guess:
+    name: str
+    origin: str  # seen | unseen | user
+    score: float  # calibrated: probability minus γ for seen classes
+    probability: float
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[Guess] = field(default_factory=list)
+    error: str = ""  # why the file could not be classified ("" when it was)
+
+
+def resolve_source(source: str) -> Path:
+    """``local-dir:PATH`` or a folder path → the bundle folder."""
+    if source.startswith("local-dir:"):
+        return Path(source[len("local-dir:"):])
+    if source.startswith("hf-hub:"):
+        raise BundleError(f"{source}: this version cannot download from the Hugging Face Hub yet; "
+                          "download the bundle folder and pass local-dir:PATH.")
+    if Path(source).is_dir():
+        return Path(source)
+    raise BundleError(f"model {source!r} is not a bundle folder. Use local-dir:PATH for a folder on disk.")
+
+
+def pick_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BundleError(f"device {name}: this torch build sees no CUDA device. Use --device cpu.")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise BundleError(f"device {name}: use auto, cpu, cuda, cuda:N or mps.")
+    return name
+
+
+class Classifier:
+    """A bundle with its backbone, ready to classify photos."""
+
+    def __init__(self, bundle, backbone, device: str = "cpu"):
+        self.bundle, self.backbone, self.device = bundle, backbone, device
+        self.model = bundle.model.to(device).eval()
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.bundle.config.class_names
+
+    def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
+                 workers: int = 2, on_batch: Callable[[int], None] | None = None) -> list[Prediction]:
+        """Predictions for paths or PIL images, in input order; unreadable files get ``error`` set."""
+        import torch
+
+        from .extract import extract
+
+        got = extract(self.backbone, list(images), self.device, batch_size, workers, on_batch)
+        cfg = self.bundle.config
+        gamma = cfg.calibration if calibration is None else float(calibration)
+        seen = torch.tensor(cfg.seen, dtype=torch.float32)
+        names = [str(getattr(im, "filename", "") or f"<image {i}>") if not isinstance(im, (str, Path)) else str(im)
+                 for i, im in enumerate(images)]
+        preds = [Prediction(path=n) for n in names]
+        for i, reason in got.errors.items():
+            preds[i].error = reason
+        order = sorted(got.features)
+        if order:
+            feats = torch.stack([got.features[i] for i in order]).to(self.device)  # (N, D)
+            with torch.inference_mode():
+                probs = self.model.class_scores(feats, cfg.head.tau_student).float().cpu()  # (N, C)
+            scores = probs - gamma * seen
+            k = max(1, min(top_k, len(cfg.class_names)))
+            top = scores.topk(k, dim=1)
+            for row, i in enumerate(order):
+                preds[i].top = [Guess(cfg.class_names[c], self.bundle.origins[c], float(s), float(probs[row, c]))
+                                for s, c in zip(top.values[row].tolist(), top.indices[row].tolist())]
+        return preds
+
+
+def load(source: str, device: str = "auto") -> Classifier:
+    """Load a bundle and its backbone for classifying photos."""
+    from .models.backbone import OFFLINE, create_backbone
+    from .models.bundle import load_bundle
+
+    dev = pick_device(device)
+    bundle = load_bundle(resolve_source(source))
+    bb = bundle.config.backbone
+    if bb is None:
+        raise BundleError(f"{bundle.path}: this bundle was trained on precomputed features and has no image "
+                          "backbone; it can score feature files (dkgzsl evaluate) but not photos.")
+    backbone = create_backbone(bb.name, weights="offline" if bb.name in OFFLINE else "hub")
+    if backbone.config.pretrained_tag != bb.pretrained_tag or backbone.config.input_size != bb.input_size:
+        raise BundleError(f"{bundle.path}: the bundle was trained on {bb.name} [{bb.pretrained_tag}] features, "
+                          f"but the available weights are [{backbone.config.pretrained_tag}].")
+    if bundle.config.feature_dim != backbone.model.num_features:
+        raise BundleError(f"{bundle.path}: feature_dim {bundle.config.feature_dim} does not match "
+                          f"{bb.name}'s {backbone.model.num_features} features.")
+    return Classifier(bundle, backbone, dev)

@@ -1,0 +1,87 @@
+"""Backbone features for many photos: decoding and resizing in DataLoader workers, overlapped with the
+forward pass; bad files become per-file errors; on CUDA, AMP + channels_last and a batch size that
+halves itself on out-of-memory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .images import ImageLoadError, load_rgb
+
+
+class PhotoDataset(Dataset):
+    """Item i → (tensor (3, H, W) or None, i, error message or "")."""
+
+    def __init__(self, images: list, transform, draft: tuple[int, int] | None = None):
+        self.images, self.transform, self.draft = images, transform, draft
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        item = self.images[i]
+        try:
+            im = item.convert("RGB") if hasattr(item, "convert") else load_rgb(item, draft=self.draft)
+            return self.transform(im), i, ""
+        except ImageLoadError as e:
+            return None, i, str(e)
+        except Exception as e:  # a transform failing on a pathological image must not end the run
+            return None, i, f"could not be prepared ({type(e).__name__}: {e})"
+
+
+def collate(batch):
+    ok = [b for b in batch if b[0] is not None]
+    x = torch.stack([b[0] for b in ok]) if ok else None  # (B, 3, H, W)
+    return x, [b[1] for b in ok], {b[1]: b[2] for b in batch if b[0] is None}
+
+
+@dataclass
+class Extracted:
+    features: dict[int, torch.Tensor] = field(default_factory=dict)  # image index → pooled (D,)
+    errors: dict[int, str] = field(default_factory=dict)  # image index → reason
+
+
+def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
+            on_batch: Callable[[int], None] | None = None) -> Extracted:
+    """Pooled backbone features for ``images`` (paths or PIL images), in input order by index."""
+    dev = torch.device(device)
+    model = backbone.model.to(dev)
+    cuda = dev.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    side = backbone.config.input_size[-1]
+    ds = PhotoDataset(images, backbone.transform(), draft=(side * 2, side * 2))
+    can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers if can_fork else 0, collate_fn=collate,
+                        pin_memory=cuda, persistent_workers=False)
+    out = Extracted()
+    for x, idx, errors in loader:
+        out.errors.update(errors)
+        if x is not None:
+            for i, f in zip(idx, _forward(backbone, x, dev)):
+                out.features[i] = f
+        if on_batch:
+            on_batch(len(idx) + len(errors))
+    return out
+
+
+def _forward(backbone, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Pooled features (B, D) on the CPU; on CUDA out-of-memory, split the batch in halves and retry."""
+    try:
+        with torch.inference_mode():
+            if dev.type == "cuda":
+                x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.float16):
+                    pooled, _ = backbone.features(x)
+                return pooled.float().cpu()
+            pooled, _ = backbone.features(x.to(dev))
+            return pooled.cpu()
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(x) // 2
+        return torch.cat([_forward(backbone, x[:half], dev), _forward(backbone, x[half:], dev)])
