@@ -211,6 +211,7 @@ def classify(
     workers: int = typer.Option(2, min=0, help="DataLoader processes decoding photos."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     calibration: Optional[float] = typer.Option(None, help="γ subtracted from seen-class scores (default: the bundle's)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
@@ -230,8 +231,15 @@ def classify(
         from .classify import load
 
         clf = load(model, device)
+        cache = None
+        if not no_cache:
+            from .cache import FeatureCache
+            from .locations import feature_cache_file
+
+            cache = FeatureCache(feature_cache_file())
         with _photo_progress(len(found.images)) as tick:
-            preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick)
+            preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick,
+                                 cache=cache)
     except DkgzslError as e:
         _fail(str(e), e.exit_code)
     failed = [p for p in preds if p.error]

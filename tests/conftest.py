@@ -15,3 +15,11 @@ def tiny_config(**overrides) -> TrainConfig:
 @pytest.fixture
 def feature_set():
     return make_feature_set()
+
+
+@pytest.fixture(autouse=True)
+def dkgzsl_home(tmp_path, monkeypatch):
+    """Every user folder (caches, user classes) goes to a per-test temp dir, never the real one."""
+    home = tmp_path / "dkgzsl-home"
+    monkeypatch.setenv("DKGZSL_HOME", str(home))
+    return home
