@@ -6,8 +6,8 @@ Importing this package is cheap: torch and friends load only inside the function
 __version__ = "0.1.0"
 
 
-def load(source: str, device: str = "auto"):
-    """Load a bundle for classifying photos: ``dkgzsl_app.load("local-dir:PATH").classify([...])``."""
+def load(source: str, device: str = "auto", offline: bool = False):
+    """Load a bundle for classifying photos: ``dkgzsl_app.load("hf-hub:ORG/NAME").classify([...])``."""
     from .classify import load as _load
 
-    return _load(source, device)
+    return _load(source, device, offline)

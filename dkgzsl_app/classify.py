@@ -28,16 +28,18 @@ class Prediction:
     error: str = ""  # why the file could not be classified ("" when it was)
 
 
-def resolve_source(source: str) -> Path:
-    """``local-dir:PATH`` or a folder path → the bundle folder."""
+def resolve_source(source: str, offline: bool = False) -> Path:
+    """``hf-hub:ORG/NAME[@REV]``, ``local-dir:PATH`` or a folder path → the local bundle folder."""
     if source.startswith("local-dir:"):
         return Path(source[len("local-dir:"):])
     if source.startswith("hf-hub:"):
-        raise BundleError(f"{source}: this version cannot download from the Hugging Face Hub yet; "
-                          "download the bundle folder and pass local-dir:PATH.")
+        from .hub import download_bundle, parse_hub_source
+
+        return download_bundle(parse_hub_source(source), offline)
     if Path(source).is_dir():
         return Path(source)
-    raise BundleError(f"model {source!r} is not a bundle folder. Use local-dir:PATH for a folder on disk.")
+    raise BundleError(f"model {source!r} is neither a bundle folder nor a Hub name: use local-dir:PATH for "
+                      "a folder on disk or hf-hub:ORG/NAME[@REVISION] for the Hugging Face Hub.")
 
 
 def pick_device(name: str = "auto") -> str:
@@ -126,13 +128,13 @@ class Classifier:
         return preds
 
 
-def load(source: str, device: str = "auto") -> Classifier:
-    """Load a bundle and its backbone for classifying photos."""
+def load(source: str, device: str = "auto", offline: bool = False) -> Classifier:
+    """Load a bundle (hf-hub:, local-dir: or a folder) and its backbone for classifying photos."""
     from .models.backbone import OFFLINE, create_backbone
     from .models.bundle import load_bundle
 
     dev = pick_device(device)
-    bundle = load_bundle(resolve_source(source))
+    bundle = load_bundle(resolve_source(source, offline))
     bb = bundle.config.backbone
     if bb is None:
         raise BundleError(f"{bundle.path}: this bundle was trained on precomputed features and has no image "

@@ -49,15 +49,11 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _bundle_dir(model: str) -> Path:
-    """Resolve a --model value to a local bundle folder (local-dir:PATH or a plain folder path)."""
-    if model.startswith("local-dir:"):
-        return Path(model[len("local-dir:"):])
-    path = Path(model)
-    if path.is_dir():
-        return path
-    _fail(f"model {model!r} is not a bundle folder. Use local-dir:PATH for a folder on disk.")
-    raise AssertionError
+def _bundle_dir(model: str, offline: bool = False) -> Path:
+    """Resolve a --model value (hf-hub:, local-dir: or a folder) to a local bundle folder."""
+    from .classify import resolve_source
+
+    return resolve_source(model, offline)
 
 
 @app.command()
@@ -153,8 +149,9 @@ def _load_named(features: Path, names: list[str]):
 
 @app.command()
 def evaluate(
-    model: str = typer.Option(..., "--model", help="Bundle: local-dir:PATH or a folder path."),
+    model: str = typer.Option(..., "--model", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH or a folder."),
     features: Path = typer.Option(..., "--features", help="Feature folder whose test split to score."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
     calibration: Optional[float] = typer.Option(None, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
@@ -167,7 +164,7 @@ def evaluate(
         from .trainer.data import load_features
         from .trainer.evaluate import evaluate_bundle
 
-        bundle = load_bundle(_bundle_dir(model))
+        bundle = load_bundle(_bundle_dir(model, offline))
         fs = load_features(features)
         metrics = evaluate_bundle(bundle, fs, calibration, plot)
     except DkgzslError as e:
@@ -202,7 +199,8 @@ EXIT_SOME_FAILED, EXIT_NO_IMAGES = 3, 4
 @app.command()
 def classify(
     paths: list[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
-    model: str = typer.Option(..., "--model", "-m", help="Bundle: local-dir:PATH or a folder path."),
+    model: str = typer.Option(..., "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH or a folder."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache (no network)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to report per photo."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv, json or jsonl."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
@@ -230,7 +228,7 @@ def classify(
     try:
         from .classify import load
 
-        clf = load(model, device)
+        clf = load(model, device, offline)
         cache = None
         if not no_cache:
             from .cache import FeatureCache
@@ -293,6 +291,73 @@ def _write_predictions(preds, fmt: "Format", output: Optional[Path]) -> None:
         from .models.atomic import atomic_write_bytes
 
         atomic_write_bytes(output, text.encode("utf-8"))
+
+
+models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """dkgzsl bundles in the local Hub cache."""
+    from .hub import cached_bundles
+
+    rows = cached_bundles()
+    if as_json:
+        typer.echo(json.dumps([{"model": f"hf-hub:{b.repo_id}", "commit": b.commit, "refs": b.refs,
+                                "method": b.method, "classes": b.classes, "path": str(b.path),
+                                "size_bytes": b.size_bytes} for b in rows]))
+        return
+    if not rows:
+        typer.echo("no bundles in the local Hub cache (dkgzsl models download hf-hub:ORG/NAME)")
+    for b in rows:
+        refs = ",".join(b.refs) or "-"
+        typer.echo(f"hf-hub:{b.repo_id}  {b.commit[:12]} ({refs})  {b.method}  {b.classes} classes  "
+                   f"{b.size_bytes / 1e6:.1f} MB")
+
+
+@models_app.command("download")
+def models_download(model: str, offline: bool = typer.Option(False, "--offline")) -> None:
+    """Fetch a Hub bundle into the cache, verify it, and print its folder."""
+    _show_bundle(model, offline, path_only=True)
+
+
+@models_app.command("path")
+def models_path(model: str, offline: bool = typer.Option(False, "--offline")) -> None:
+    """Print the local folder of a bundle (downloading it unless --offline)."""
+    _show_bundle(model, offline, path_only=True)
+
+
+@models_app.command("info")
+def models_info(model: str, offline: bool = typer.Option(False, "--offline"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """What a bundle is: method, backbone, classes, calibration, provenance."""
+    _show_bundle(model, offline, path_only=False, as_json=as_json)
+
+
+def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = False) -> None:
+    from .models.bundle import load_bundle
+    from .models.errors import DkgzslError
+
+    try:
+        folder = _bundle_dir(model, offline)
+        bundle = load_bundle(folder)  # verifies hash, names and shapes
+    except DkgzslError as e:
+        _fail(str(e), e.exit_code)
+    if path_only:
+        typer.echo(str(folder))
+        return
+    cfg = bundle.config
+    info = {"model": model, "path": str(folder), "method": cfg.method, "format_version": cfg.format_version,
+            "backbone": cfg.backbone.name if cfg.backbone else None, "feature_dim": cfg.feature_dim,
+            "attributes": cfg.attr_dim, "classes": cfg.num_classes,
+            "origins": {o: bundle.origins.count(o) for o in ("seen", "unseen", "user")},
+            "calibration": cfg.calibration, "provenance": {k: v for k, v in cfg.provenance.items() if k != "train_config"}}
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    for k, v in info.items():
+        typer.echo(f"{k:>14}: {v}")
 
 
 def main() -> None:

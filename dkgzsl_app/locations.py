@@ -32,3 +32,9 @@ def data_dir() -> Path:
 
 def feature_cache_file() -> Path:
     return cache_dir() / "features.sqlite3"
+
+
+def hub_cache_dir() -> Path | None:
+    """Where Hub downloads go: huggingface_hub's own cache (HF_HOME / HF_HUB_CACHE), or
+    ``$DKGZSL_HOME/hub`` when DKGZSL_HOME is set."""
+    return home() / "hub" if home() else None
