@@ -70,35 +70,9 @@ class Classifier:
     def features(self, images: list, batch_size: int = 32, workers: int = 2, cache=None,
                  on_batch: Callable[[int], None] | None = None):
         """Backbone features for ``images``; with a FeatureCache, photos seen before skip the backbone."""
-        import torch
+        from .extract import extract_cached
 
-        from .cache import backbone_key, file_digest
-        from .extract import Extracted, extract
-
-        images = list(images)
-        if cache is None:
-            return extract(self.backbone, images, self.device, batch_size, workers, on_batch)
-        key = backbone_key(self.backbone.config)
-        digests: dict[int, str] = {}
-        for i, im in enumerate(images):
-            if isinstance(im, (str, Path)):
-                try:
-                    digests[i] = file_digest(im)
-                except OSError:
-                    pass  # extraction reports the reason
-        hits = cache.get(sorted(set(digests.values())), key)
-        got = Extracted({i: torch.from_numpy(hits[d]) for i, d in digests.items() if d in hits})
-        todo = [i for i in range(len(images)) if i not in got.features]
-        if on_batch and len(got.features):
-            on_batch(len(got.features))
-        fresh = extract(self.backbone, [images[i] for i in todo], self.device, batch_size, workers, on_batch)
-        for j, f in fresh.features.items():
-            got.features[todo[j]] = f
-        got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}
-        new = {digests[todo[j]]: f.numpy() for j, f in fresh.features.items() if todo[j] in digests}
-        if new:
-            cache.put(new, key)
-        return got
+        return extract_cached(self.backbone, list(images), self.device, batch_size, workers, cache, on_batch)
 
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
                  workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None) -> list[Prediction]:

@@ -68,6 +68,38 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     return out
 
 
+def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
+                   cache=None, on_batch: Callable[[int], None] | None = None) -> Extracted:
+    """``extract`` through a FeatureCache: photos (paths) seen before with this backbone skip it."""
+    from pathlib import Path
+
+    from .cache import backbone_key, file_digest
+
+    if cache is None:
+        return extract(backbone, images, device, batch_size, workers, on_batch)
+    key = backbone_key(backbone.config)
+    digests: dict[int, str] = {}
+    for i, im in enumerate(images):
+        if isinstance(im, (str, Path)):
+            try:
+                digests[i] = file_digest(im)
+            except OSError:
+                pass  # extraction reports the reason
+    hits = cache.get(sorted(set(digests.values())), key)
+    got = Extracted({i: torch.from_numpy(hits[d]) for i, d in digests.items() if d in hits})
+    todo = [i for i in range(len(images)) if i not in got.features]
+    if on_batch and got.features:
+        on_batch(len(got.features))
+    fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch)
+    for j, f in fresh.features.items():
+        got.features[todo[j]] = f
+    got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}
+    new = {digests[todo[j]]: f.numpy() for j, f in fresh.features.items() if todo[j] in digests}
+    if new:
+        cache.put(new, key)
+    return got
+
+
 def _forward(backbone, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
     """Pooled features (B, D) on the CPU; on CUDA out-of-memory, split the batch in halves and retry."""
     try:
