@@ -58,7 +58,10 @@ def _bundle_dir(model: str, offline: bool = False) -> Path:
 
 @app.command()
 def train(
-    features: Path = typer.Option(..., "--features", help="Folder with xlsa17 files (att_splits.mat + res101.mat) or dkgzsl features (features.safetensors + classes.csv)."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Folder with xlsa17 files (att_splits.mat + res101.mat) or dkgzsl features (features.safetensors + classes.csv)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Instead of --features: one sub-folder of photos per seen class."),
+    attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
+    backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
     ablation: Ablation = typer.Option(Ablation.both, help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
     epochs: int = typer.Option(30, help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
@@ -100,10 +103,19 @@ def train(
         names = None
         if attribute_names is not None:
             names = [ln.strip() for ln in attribute_names.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if not features.exists():
-            _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
-                  "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
-        fs = load_features(features) if names is None else _load_named(features, names)
+        dev = _device(device)
+        bb_config = None
+        if (features is None) == (images is None):
+            _fail("give either --features DIR or --images DIR (with --attributes CSV).", 2)
+        if images is not None:
+            if attributes is None:
+                _fail("--images needs --attributes CSV: the class table of every class, seen and unseen.", 2)
+            fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2)
+        else:
+            if not features.exists():
+                _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
+                      "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
+            fs = load_features(features) if names is None else _load_named(features, names)
         cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
                           batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
                           hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
@@ -114,10 +126,9 @@ def train(
             cfg.validate()
         except ValueError as e:
             _fail(str(e), 2)
-        dev = _device(device)
         with TrainProgress(enabled=not as_json) as bar:
             outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
-                                   device=dev)
+                                   device=dev, backbone=bb_config)
     except DkgzslError as e:
         _fail(str(e), e.exit_code)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
@@ -141,6 +152,23 @@ def _device(name: str) -> str:
     return name
 
 
+def _warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int):
+    """Backbone features of a photo folder (through the feature cache) as a FeatureSet."""
+    from .cache import FeatureCache
+    from .image_data import feature_set_from_images
+    from .locations import feature_cache_file
+    from .models.backbone import OFFLINE, create_backbone
+
+    bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
+    fs = feature_set_from_images(images, attributes, bb, device, FeatureCache(feature_cache_file()),
+                                 workers=workers, warn=_warn)
+    return fs, bb.config
+
+
 def _load_named(features: Path, names: list[str]):
     from .trainer.data import load_xlsa17
 
@@ -150,7 +178,8 @@ def _load_named(features: Path, names: list[str]):
 @app.command()
 def evaluate(
     model: str = typer.Option(..., "--model", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH or a folder."),
-    features: Path = typer.Option(..., "--features", help="Feature folder whose test split to score."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Feature folder whose test split to score."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Instead: labelled test photos (sub-folder per class, or <class>__*.jpg)."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
     calibration: Optional[float] = typer.Option(None, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
@@ -165,7 +194,19 @@ def evaluate(
         from .trainer.evaluate import evaluate_bundle
 
         bundle = load_bundle(_bundle_dir(model, offline))
-        fs = load_features(features)
+        if (features is None) == (images is None):
+            _fail("give either --features DIR or --images DIR.", 2)
+        if images is not None:
+            from .cache import FeatureCache
+            from .classify import load as load_classifier
+            from .image_data import test_set_from_images
+            from .locations import feature_cache_file
+
+            clf = load_classifier(model, "cpu", offline)
+            fs = test_set_from_images(images, clf.bundle, clf.backbone, "cpu", FeatureCache(feature_cache_file()),
+                                      warn=_warn)
+        else:
+            fs = load_features(features)
         metrics = evaluate_bundle(bundle, fs, calibration, plot)
     except DkgzslError as e:
         _fail(str(e), e.exit_code)
@@ -291,6 +332,25 @@ def _write_predictions(preds, fmt: "Format", output: Optional[Path]) -> None:
         from .models.atomic import atomic_write_bytes
 
         atomic_write_bytes(output, text.encode("utf-8"))
+
+
+@app.command()
+def demo(
+    folder: Path = typer.Argument(..., help="Where to write the photos."),
+    per_class: int = typer.Option(3, min=1, help="Photos per class."),
+    seed: int = typer.Option(1, help="Rendering seed (the demo training set uses 0)."),
+    training: bool = typer.Option(False, "--training", help="Write a training folder instead: one sub-folder per seen class + classes.csv."),
+) -> None:
+    """Write rendered demo photos of every class, seen and unseen, the true class in each file name."""
+    from .trainer.render import demo_classes, write_test_photos, write_training_folder
+
+    if training:
+        write_training_folder(folder, per_class, seed)
+        typer.echo(f"{folder}: {per_class} photos for each seen class, and classes.csv")
+        return
+    paths = write_test_photos(folder, per_class, seed)
+    unseen = sum(1 for c in demo_classes() if not c.seen)
+    typer.echo(f"{folder}: {len(paths)} photos of {len(demo_classes())} classes ({unseen} unseen)")
 
 
 models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)

@@ -58,7 +58,8 @@ def validation_metrics(task: Task, tau: float) -> Callable:
     return evaluate
 
 
-def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenance: dict) -> ModelConfig:
+def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenance: dict,
+                 backbone=None) -> ModelConfig:
     return ModelConfig(
         method=cfg.method, feature_dim=int(fs.features.shape[1]),
         attribute_names=list(fs.attribute_names), class_names=list(fs.class_names),
@@ -69,13 +70,17 @@ def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenanc
                         tau_kl=cfg.tau_kl, tau_be=cfg.tau_be, tau_od=cfg.tau_od,
                         kl_normalize=cfg.kl_normalize, ood_score=cfg.ood_score,
                         pair_balance=cfg.pair_balance, od_target=cfg.od_target),
-        calibration=float(calibration), provenance=provenance)
+        calibration=float(calibration), provenance=provenance, backbone=backbone)
 
 
 def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False,
                  on_epoch: Callable[[str, dict], None] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None, device: str = "cpu") -> TrainOutcome:
-    """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly."""
+                 progress: Callable[[str, int, int], None] | None = None, device: str = "cpu",
+                 backbone=None) -> TrainOutcome:
+    """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly.
+
+    ``backbone`` (a BackboneConfig) is recorded in the bundle when the features came from photos.
+    """
     cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +110,7 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
         "dkgzsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.device(device).type,
     }
-    config = model_config(fs, cfg, gamma, provenance)
+    config = model_config(fs, cfg, gamma, provenance, backbone)
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
 

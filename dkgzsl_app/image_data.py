@@ -1,0 +1,102 @@
+"""Photo folders as FeatureSets, so `train` and `evaluate` work on images with the same code as on
+feature files. Layout: one sub-folder of photos per class (``DIR/<class>/*.jpg``), or, for test photos,
+a flat folder whose file names start with the class (``DIR/<class>__0001.jpg``, what `dkgzsl demo` writes).
+The attributes CSV is the class table format (name, optional origin, one column per attribute)."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .images import collect_images
+from .models.classcsv import read_class_csv
+from .models.errors import DataError
+
+
+def labelled_photos(folder: Path) -> dict[str, list[Path]]:
+    """Class name → photos, from sub-folders or from ``<class>__*`` file names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder of photos.")
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    if subdirs:
+        return {d.name: collect_images([str(d)]).images for d in subdirs}
+    out: dict[str, list[Path]] = {}
+    for p in collect_images([str(folder)]).images:
+        if "__" in p.stem:
+            out.setdefault(p.stem.split("__")[0], []).append(p)
+    if not out:
+        raise DataError(f"{folder}: no labelled photos. Put each class's photos in a sub-folder named after "
+                        "the class, or name files <class>__<anything>.jpg.")
+    return out
+
+
+def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, device, cache, batch_size, workers,
+             warn: Callable[[str], None], on_batch):
+    from .extract import extract_cached
+
+    paths, labels = [], []
+    for name, files in photos.items():
+        paths += [str(f) for f in files]
+        labels += [index[name]] * len(files)
+    got = extract_cached(backbone, paths, device, batch_size, workers, cache, on_batch)
+    for i, reason in sorted(got.errors.items()):
+        warn(f"{paths[i]}: {reason} (skipped)")
+    keep = sorted(got.features)
+    if not keep:
+        raise DataError("none of the photos could be read.")
+    feats = np.stack([got.features[i].numpy() for i in keep]).astype(np.float32)  # (N, D)
+    return feats, np.array([labels[i] for i in keep], np.int64)
+
+
+def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", cache=None,
+                            batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
+                            on_batch=None):
+    """Training data: every class of the CSV; those with a photo sub-folder are seen, the rest unseen."""
+    from .trainer.data import FeatureSet
+
+    table = read_class_csv(attributes_csv, require_origin=False)
+    photos = {k: v for k, v in labelled_photos(images_dir).items() if v}
+    unknown = sorted(set(photos) - set(table.names))
+    if unknown:
+        hints = "; ".join(f"{u!r} (did you mean {', '.join(difflib.get_close_matches(u, table.names, 2)) or 'nothing close'}?)"
+                          for u in unknown[:5])
+        raise DataError(f"{images_dir}: photo folders for classes missing from {attributes_csv}: {hints}. "
+                        "Add a row for each class, or rename the folder.")
+    if table.origins is not None:
+        for name, origin in zip(table.names, table.origins):
+            if origin == "seen" and name not in photos:
+                raise DataError(f"{attributes_csv}: class {name!r} is marked seen but {images_dir} has no photos of it.")
+            if origin != "seen" and name in photos:
+                raise DataError(f"{attributes_csv}: class {name!r} is marked {origin} but {images_dir} has photos of it.")
+    if len(photos) < 3:
+        raise DataError(f"{images_dir}: photos of at least 3 classes are needed to train (found {len(photos)}).")
+    index = {n: i for i, n in enumerate(table.names)}
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch)
+    seen = np.array([n in photos for n in table.names])
+    empty = np.zeros(0, np.int64)
+    return FeatureSet(features=feats, labels=labels, class_names=list(table.names), attributes=table.values,
+                      attribute_names=list(table.attribute_names), seen=seen, trainval=np.arange(len(labels)),
+                      test_seen=empty, test_unseen=empty, source=f"images:{images_dir}")
+
+
+def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu", cache=None,
+                         batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print):
+    """Evaluation data: labelled photos of the bundle's classes, all of them test images."""
+    from .trainer.data import FeatureSet
+
+    cfg = bundle.config
+    photos = labelled_photos(images_dir)
+    unknown = sorted(set(photos) - set(cfg.class_names))
+    if unknown:
+        raise DataError(f"{images_dir}: photos of classes the model does not know: {', '.join(unknown[:5])}.")
+    index = {n: i for i, n in enumerate(cfg.class_names)}
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None)
+    seen = np.array(cfg.seen)
+    idx = np.arange(len(labels))
+    return FeatureSet(features=feats, labels=labels, class_names=list(cfg.class_names),
+                      attributes=bundle.model.class_attributes.numpy(), attribute_names=list(cfg.attribute_names),
+                      seen=seen, trainval=np.zeros(0, np.int64), test_seen=idx[seen[labels]],
+                      test_unseen=idx[~seen[labels]], source=f"images:{images_dir}")
