@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from . import __version__
+from .classify import DEFAULT_MODEL
 
 app = typer.Typer(
     name="dkgzsl",
@@ -177,7 +178,7 @@ def _load_named(features: Path, names: list[str]):
 
 @app.command()
 def evaluate(
-    model: str = typer.Option(..., "--model", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH or a folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."),
     features: Optional[Path] = typer.Option(None, "--features", help="Feature folder whose test split to score."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead: labelled test photos (sub-folder per class, or <class>__*.jpg)."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
@@ -240,7 +241,7 @@ EXIT_SOME_FAILED, EXIT_NO_IMAGES = 3, 4
 @app.command()
 def classify(
     paths: list[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
-    model: str = typer.Option(..., "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH or a folder."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache (no network)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to report per photo."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv, json or jsonl."),

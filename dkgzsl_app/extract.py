@@ -3,6 +3,7 @@ forward pass; bad files become per-file errors; on CUDA, AMP + channels_last and
 halves itself on out-of-memory."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,8 +53,10 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     cuda = dev.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    side = backbone.config.input_size[-1]
-    ds = PhotoDataset(images, backbone.transform(), draft=(side * 2, side * 2))
+    # JPEG DCT-domain downscaling to no smaller than the resize step's target: far less decoding work
+    c = backbone.config
+    short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
+    ds = PhotoDataset(images, backbone.transform(), draft=(short, short))
     can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers if can_fork else 0, collate_fn=collate,
                         pin_memory=cuda, persistent_workers=False)
