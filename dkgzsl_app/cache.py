@@ -50,7 +50,8 @@ class FeatureCache:
             self.db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
+        # usable from any one thread at a time (the TUI reads it from its worker threads, one by one)
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT, backbone TEXT, dim INTEGER, data BLOB, "
                    "bytes INTEGER, used REAL, PRIMARY KEY (digest, backbone))")

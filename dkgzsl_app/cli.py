@@ -252,6 +252,7 @@ def classify(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     calibration: Optional[float] = typer.Option(None, help="γ subtracted from seen-class scores (default: the bundle's)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
+    tui: bool = typer.Option(False, "--tui", help="Classify inside the terminal UI (see dkgzsl browse); --output gets the final results."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
@@ -267,6 +268,15 @@ def classify(
     if not found.images:
         typer.secho("error: no photos to classify.", fg="red", err=True)
         raise typer.Exit(EXIT_NO_IMAGES)
+    if tui:
+        from .tui import EngineOptions
+
+        opts = EngineOptions(model=model, device=device, offline=offline, top_k=top_k, calibration=calibration,
+                             batch_size=batch_size, workers=workers, use_cache=not no_cache)
+        preds = _run_tui(None, [str(p) for p in found.images], opts)
+        if output is not None:
+            _write_predictions(preds, fmt, output)
+        return
     try:
         from .classify import load
 
@@ -352,6 +362,63 @@ def demo(
     paths = write_test_photos(folder, per_class, seed)
     unseen = sum(1 for c in demo_classes() if not c.seen)
     typer.echo(f"{folder}: {len(paths)} photos of {len(demo_classes())} classes ({unseen} unseen)")
+
+
+@app.command()
+def browse(
+    inputs: list[str] = typer.Argument(None, help="A results file written by classify (.jsonl, .json, .csv), or photos, folders and globs to classify."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundle for classifying, explaining and editing classes."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache (no network)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to keep per photo."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, min=1, help="Photos per forward pass."),
+    workers: int = typer.Option(2, min=0, help="DataLoader processes decoding photos."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Keep backbone features in memory only."),
+    no_images: bool = typer.Option(False, "--no-images", help="Do not draw the photos in the terminal."),
+    no_model: bool = typer.Option(False, "--no-model", help="With a results file: load no model (no explanations or class editor; starts at once)."),
+) -> None:
+    """Browse predictions in the terminal UI: sort, filter, look at photos, correct, export, edit classes.
+
+    Corrections autosave beside the results file (<name>.corrections.json), or for photos classified here
+    in a run folder under the user data folder.
+    """
+    from .tui import EngineOptions
+
+    opts = EngineOptions(model=None if no_model else model, device=device, offline=offline, top_k=top_k,
+                         batch_size=batch_size, workers=workers, use_cache=not no_cache)
+    inputs = inputs or []
+    results = [Path(i) for i in inputs if Path(i).is_file() and Path(i).suffix.lower() in (".jsonl", ".json", ".csv")]
+    if results and len(inputs) > 1:
+        _fail("give one results file, or photos and folders, not both.", 2)
+    if results:
+        _run_tui(results[0], None, opts, show_images=not no_images)
+        return
+    if no_model:
+        _fail("--no-model needs a results file: classifying photos needs a model.", 2)
+    from .images import collect_images
+
+    found = collect_images(inputs or ["."], recursive)
+    for w in found.warnings:
+        typer.secho(f"warning: {w}", fg="yellow", err=True)
+    if not found.images:
+        typer.secho("error: no photos to classify (give photos, folders, or a results file).", fg="red", err=True)
+        raise typer.Exit(EXIT_NO_IMAGES)
+    _run_tui(None, [str(p) for p in found.images], opts, show_images=not no_images)
+
+
+def _run_tui(results_file: Optional[Path], paths: Optional[list[str]], opts, show_images: bool = True) -> list:
+    """Run the browser; returns the predictions it holds when the user quits."""
+    from .models.errors import DkgzslError
+    from .tui import create_app
+
+    try:
+        tui_app = create_app(results_file, paths, opts, show_images=show_images)
+    except DkgzslError as e:
+        _fail(str(e), e.exit_code)
+    tui_app.run()
+    typer.echo(f"corrections and results: {tui_app.store.folder}", err=True)
+    return tui_app.predictions()
 
 
 models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)

@@ -55,3 +55,57 @@ def print_table(preds, console) -> None:
         nxt = ", ".join(f"{g.name} {g.score:.2f}" for g in p.top[1:3])
         t.add_row(p.path, p.top[0].name, p.top[0].origin, f"{p.top[0].score:.3f}", nxt)
     console.print(t)
+
+
+def read_predictions(path) -> tuple[list, dict[str, str]]:
+    """Read back a file ``render`` wrote (CSV, JSON or JSON Lines, by content) as Predictions, plus the
+    ``correction`` column the TUI's export adds (path → class). Raises DataError naming the file."""
+    from pathlib import Path
+
+    from .classify import Guess, Prediction
+    from .models.errors import DataError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read results ({e}).") from None
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            rows = json.loads(stripped)
+        elif stripped.startswith("{"):
+            rows = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        else:
+            rows = list(csv.DictReader(io.StringIO(text)))
+            if rows and "path" not in rows[0]:
+                raise ValueError("no 'path' column")
+            for r in rows:
+                r["top_k"] = _parse_csv_top(r)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: not a results file written by dkgzsl classify ({e}). Expected JSONL, JSON "
+                        "or CSV with a 'path' column.") from None
+    preds, corrections = [], {}
+    for r in rows:
+        if not isinstance(r, dict) or "path" not in r:
+            raise DataError(f"{path}: every record needs a 'path'.")
+        top = [Guess(t["class"], t.get("origin") or "", float(t["score"]), float(t.get("probability") or 0.0))
+               for t in r.get("top_k") or []]
+        preds.append(Prediction(str(r["path"]), top, r.get("error") or ""))
+        if r.get("correction"):
+            corrections[str(r["path"])] = str(r["correction"])
+    return preds, corrections
+
+
+def _parse_csv_top(r: dict) -> list[dict]:
+    """CSV keeps top-k as ``class:score;…``; the first entry's origin and probability have own columns."""
+    out = []
+    for i, item in enumerate(filter(None, (r.get("top_k") or "").split(";"))):
+        name, _, score = item.rpartition(":")
+        entry = {"class": name, "score": float(score), "origin": "", "probability": 0.0}
+        if i == 0:
+            entry["origin"] = r.get("origin") or ""
+            entry["probability"] = float(r.get("probability") or 0.0)
+            entry["score"] = float(r.get("score") or score)
+        out.append(entry)
+    return out

@@ -1,0 +1,252 @@
+"""The terminal UI driven through Pilot: open results, sort, filter, select, correct, export, autosave,
+classify in a worker, explain."""
+import asyncio
+import json
+
+import pytest
+from textual.widgets import Input
+
+from dkgzsl_app.output import read_predictions
+from dkgzsl_app.tui import EngineOptions, create_app
+from dkgzsl_app.tui.dialogs import ClassPicker, HelpScreen, Prompt
+from dkgzsl_app.tui.results import RunStore, export, truth_from_path
+
+from tui_helpers import ROWS, make_bundle, make_photos, write_results
+
+
+@pytest.fixture
+def results(tmp_path):
+    photos = make_photos(tmp_path / "photos")
+    return write_results(tmp_path / "preds.jsonl", photos[0].parent)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("tui-bundle") / "b")
+
+
+def browse(path, **kw):
+    return create_app(path, options=EngineOptions(model=None), show_images=False, **kw)
+
+
+async def wait_until(pilot, cond, timeout=30.0):
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def names(app):
+    return [app.results.rows[k].name for k in app.table.keys_in_order()]
+
+
+def test_truth_from_demo_file_names():
+    assert truth_from_path("/x/red_striped_circle__0003.jpg") == "red_striped_circle"
+    assert truth_from_path("mystery.jpg") is None
+
+
+def test_results_file_round_trips_through_every_format(results, tmp_path):
+    preds, _ = read_predictions(results)
+    app = browse(results)
+    app.results.add(preds, {preds[1].path: "cat"})
+    rows = list(app.results.rows.values())
+    for suffix in ("csv", "jsonl", "json"):
+        out = export(rows, tmp_path / f"out.{suffix}")
+        back, corrections = read_predictions(out)
+        assert [p.path for p in back] == [p.path for p in preds]
+        assert [p.top[0].name for p in back] == [p.top[0].name for p in preds]
+        assert back[2].top[0].score == pytest.approx(preds[2].top[0].score)
+        assert corrections == {preds[1].path: "cat"}
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    from dkgzsl_app.models.errors import DataError
+
+    with pytest.raises(DataError, match="path"):
+        read_predictions(tmp_path / "bad.csv")
+
+
+def test_open_sort_filter_select(results):
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert app.table.row_count == len(ROWS)
+            assert names(app) == [r[0] for r in ROWS]  # arrival order
+            await pilot.press("s")  # file
+            assert names(app) == sorted(r[0] for r in ROWS)
+            await pilot.press("s")  # class
+            labels = [app.results.rows[k].label for k in app.table.keys_in_order()]
+            assert labels == sorted(labels)
+            await pilot.press("s")  # score, best first
+            scores = [app.results.rows[k].top.score for k in app.table.keys_in_order()]
+            assert scores == sorted(scores, reverse=True)
+            await pilot.press("r")
+            assert [app.results.rows[k].top.score for k in app.table.keys_in_order()] == sorted(scores)
+            await pilot.press("s")  # seen/unseen
+            origins = [app.results.rows[k].top.origin for k in app.table.keys_in_order()]
+            assert origins == sorted(origins)
+
+            await pilot.press("slash")
+            assert isinstance(app.screen, Prompt)
+            await pilot.press(*"espresso", "enter")
+            assert sorted(names(app)) == ["espresso__0001.jpg", "espresso__0002.jpg"]
+            assert "2 shown" in str(app.query_one("#status").render())
+            await pilot.press("escape")
+            assert app.table.row_count == len(ROWS)
+
+            await pilot.press("c")
+            assert isinstance(app.screen, ClassPicker)
+            await pilot.press(*"teapot", "enter")
+            assert sorted(names(app)) == ["cat__0002.jpg", "espresso__0002.jpg", "teapot__0001.jpg"]
+            await pilot.press("escape")
+
+            app.results.sort_by = None
+            app.refresh_table()
+            app.table.move_cursor(row=0)
+            await pilot.press("down", "down")
+            await pilot.pause(0.2)
+            assert app.detail.row.name == "espresso__0001.jpg"
+            assert "espresso__0001.jpg" in str(app.detail.query_one("#title").render())
+
+            await pilot.press("l")  # next low-confidence: espresso__0002 (p 0.38)
+            assert app.current_row().name == "espresso__0002.jpg" and app.current_row().low_confidence
+            await pilot.press("l")  # wraps around to cat__0002 (p 0.44)
+            assert app.current_row().name == "cat__0002.jpg"
+
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+
+    asyncio.run(run())
+
+
+def test_correct_autosave_export_and_reopen(results, tmp_path):
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("down")  # cat__0002.jpg, predicted teapot
+            await pilot.press("x")
+            assert isinstance(app.screen, ClassPicker)
+            await pilot.press(*"cat", "enter")
+            row = app.current_row()
+            assert row.name == "cat__0002.jpg" and row.correction == "cat"
+            saved = json.loads(RunStore.beside(results).corrections_file.read_text())
+            assert saved["corrections"] == {row.pred.path: "cat"}
+            assert "1 corrected" in str(app.query_one("#status").render())
+
+            await pilot.press("down", "enter")  # enter = correct too; picking the prediction confirms it
+            await pilot.press(*"espresso", "enter")
+            assert app.current_row().correction == "espresso"
+            await pilot.press("u")
+            assert app.current_row().correction is None
+
+            await pilot.press("e")
+            assert isinstance(app.screen, Prompt)
+            out = tmp_path / "export" / "fixed.jsonl"
+            app.screen.query_one(Input).value = str(out)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+        back, corrections = read_predictions(out)
+        assert len(back) == len(ROWS) and corrections == {row.pred.path: "cat"}
+        assert json.loads(out.read_text().splitlines()[1])["truth"] == "cat"
+
+        again = browse(results)  # closing lost nothing
+        async with again.run_test(size=(80, 24)):
+            assert again.results.by_path()[row.pred.path].correction == "cat"
+
+    asyncio.run(run())
+
+
+def test_command_palette_has_every_action(results):
+    from dkgzsl_app.tui.app import ACTIONS
+
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(80, 24)):
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for action, title, _ in ACTIONS:
+                assert title in titles and hasattr(app, f"action_{action}")
+
+    asyncio.run(run())
+
+
+def test_classify_in_a_worker_fills_the_table_and_explains(bundle, tmp_path):
+    photos = [str(p) for p in make_photos(tmp_path / "photos")]
+    store = RunStore(tmp_path / "run")
+
+    async def run():
+        opts = EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0, chunk=2, top_k=3)
+        app = create_app(paths=photos, options=opts, show_images=True, store=store)
+        sizes = []
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.table.row_count > 0 or not app.classifying)
+            sizes.append(app.table.row_count)
+            await wait_until(pilot, lambda: not app.classifying)
+            assert app.table.row_count == len(photos)
+            assert sizes[0] < len(photos)  # rows arrived chunk by chunk
+            await wait_until(pilot, lambda: bool(app.detail.evidence))
+            ev = app.detail.evidence
+            assert {e.attribute for e in ev} == {"furry", "hot", "ceramic"}
+            assert [e.agreement > 0 for e in ev] == sorted((e.agreement > 0 for e in ev), reverse=True)
+            assert app.query_one("#picture").image is not None  # the picture arrived from its worker
+        saved, _ = read_predictions(store.results_file)
+        assert [p.path for p in saved] == photos
+
+    asyncio.run(run())
+
+
+def test_class_editor_shows_and_validates_a_class(bundle, results):
+    from dkgzsl_app.tui.editor import AttributeRow, ClassEditor
+
+    async def run():
+        app = create_app(results, options=EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0),
+                         show_images=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.engine.loaded)
+            await pilot.press("down", "down")  # espresso__0001.jpg, predicted espresso
+            await pilot.press("a")
+            assert isinstance(app.screen, ClassEditor) and app.screen.start == "espresso"
+            rows = list(app.screen.query(AttributeRow))
+            assert [(r.attr, r.value) for r in rows] == [("furry", 0.0), ("hot", 1.0), ("ceramic", 0.0)]
+            app.screen.query_one("#name", Input).value = "espresso"  # taken
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, ClassEditor) and not app.screen.query_one("#save").disabled
+            rows[0].query_one(Input).value = "1e999"
+            with pytest.raises(ValueError, match="furry"):
+                app.screen.values()
+            await pilot.press("escape")
+            assert not isinstance(app.screen, ClassEditor)
+
+    asyncio.run(run())
+
+
+def test_adding_a_class_rescores_without_the_backbone(bundle, tmp_path):
+    pytest.importorskip("dkgzsl_app.userclasses", reason="issue 5 (userclasses.add_classes) not merged yet")
+    from dkgzsl_app.tui.editor import AttributeRow, ClassEditor
+
+    photos = [str(p) for p in make_photos(tmp_path / "photos")]
+
+    async def run():
+        opts = EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0, top_k=5, use_cache=False)
+        app = create_app(paths=photos, options=opts, show_images=False, store=RunStore(tmp_path / "run"))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_until(pilot, lambda: not app.classifying and app.table.row_count == len(photos))
+            calls = []
+            backbone = app.engine.classifier.backbone
+            real = backbone.features
+            backbone.features = lambda *a, **k: calls.append(1) or real(*a, **k)
+            await pilot.press("a")
+            assert isinstance(app.screen, ClassEditor)
+            app.screen.query_one("#name", Input).value = "hot_cat"
+            for row, v in zip(app.screen.query(AttributeRow), ("1", "1", "0")):
+                row.query_one(Input).value = v
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: all(any(g.name == "hot_cat" for g in r.pred.top)
+                                                for r in app.results.rows.values()), timeout=60)
+            assert not isinstance(app.screen, ClassEditor)
+            assert "hot_cat" in app.engine.class_names and app.engine.origin_of("hot_cat") == "user"
+            guess = next(g for g in app.current_row().pred.top if g.name == "hot_cat")
+            assert guess.origin == "user"
+            assert calls == []  # re-scored from kept features: the backbone did not run again
+
+    asyncio.run(run())

@@ -1,0 +1,85 @@
+"""Snapshots of the main screens at 80×24 and 160×48 (pytest-textual-snapshot; update with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs). Fixed data, no pictures."""
+import os
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from dkgzsl_app.tui import EngineOptions, create_app
+
+from tui_helpers import make_bundle, write_results
+
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    # relative photo paths (the snapshot must not depend on tmp_path); the photos need not exist
+    monkeypatch.chdir(tmp_path)
+    return write_results(Path("preds.jsonl"), Path("photos"), relative=True)
+
+
+def app_for(results, **kw):
+    return create_app(results, options=EngineOptions(model=None), show_images=False, **kw)
+
+
+async def settle(pilot, *keys):
+    await pilot.press(*keys)
+    await pilot.pause(0.3)  # the detail pane fills after the cursor rests (80 ms)
+    await pilot.wait_for_scheduled_animations()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_browser(snap_compare, results, size):
+    async def run_before(pilot):
+        await settle(pilot, "down", "x", *"cat", "enter", "down", "down")
+
+    assert snap_compare(app_for(results), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sorted_and_filtered(snap_compare, results, size):
+    async def run_before(pilot):
+        await settle(pilot, "s", "s", "s", "c", *"teapot", "enter")
+
+    assert snap_compare(app_for(results), terminal_size=size, run_before=run_before)
+
+
+def test_correction_picker(snap_compare, results):
+    async def run_before(pilot):
+        await settle(pilot, "down", "x", *"e")
+
+    assert snap_compare(app_for(results), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_help(snap_compare, results):
+    async def run_before(pilot):
+        await settle(pilot, "question_mark")
+
+    assert snap_compare(app_for(results), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("snap-bundle") / "b")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_class_editor(snap_compare, results, bundle, size):
+    async def run_before(pilot):
+        app = pilot.app
+        for _ in range(600):
+            if app.engine.loaded:
+                break
+            await pilot.pause(0.05)
+        await settle(pilot, "down", "down", "a")
+        app.screen.query_one("#name", Input).value = "hot_espresso"
+        for field in app.screen.query(Input):
+            field.cursor_blink = False  # a blinking cursor makes the picture depend on timing
+        await settle(pilot)
+
+    app = create_app(results, options=EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0),
+                     show_images=False)
+    app.sub_title = "preds.jsonl · tiny bundle"  # the bundle lives in a temp folder
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
