@@ -74,11 +74,22 @@ def pick_device(name: str = "auto") -> str:
 
 
 class Classifier:
-    """A bundle with its backbone, ready to classify photos."""
+    """A bundle with its backbone, ready to classify photos; with the model's user classes unless
+    ``user_classes`` is False (``bundle`` stays as loaded; ``self.bundle`` is the view in use)."""
 
-    def __init__(self, bundle, backbone, device: str = "cpu"):
-        self.bundle, self.backbone, self.device = bundle, backbone, device
-        self.model = bundle.model.to(device).eval()
+    def __init__(self, bundle, backbone, device: str = "cpu", user_classes: bool = True):
+        self.base_bundle, self.backbone, self.device = bundle, backbone, device
+        self.bundle, self.model = bundle, bundle.model.to(device).eval()
+        if user_classes:
+            self.reload_classes()
+
+    def reload_classes(self) -> None:
+        """Re-read the class registry (user classes added, removed or renamed since): swaps the class list
+        and the head only; the backbone and the built-in weights stay. An empty registry gives the bundle."""
+        from .userclasses import with_user_classes
+
+        self.bundle = with_user_classes(self.base_bundle, self.device)
+        self.model = self.bundle.model.eval()
 
     @property
     def class_names(self) -> list[str]:

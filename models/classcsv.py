@@ -33,7 +33,7 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import DataError
 
-__all__ = ["ClassTable", "ORIGINS", "read_class_csv", "write_class_csv"]
+__all__ = ["ClassTable", "ORIGINS", "class_csv_bytes", "column_letter", "read_class_csv", "write_class_csv"]
 
 ORIGINS = ("seen", "unseen", "user")
 
@@ -54,6 +54,8 @@ class ClassTable:
     origins: list[str] | None
     attribute_names: list[str]
     values: np.ndarray  # (C, d) float32
+    rows: list[int] | None = None  # (C,) spreadsheet row of each class, when read from a file
+    columns: list[int] | None = None  # (d,) 0-based file column of each attribute, when read from a file
 
 
 def _col_letter(index: int) -> str:
@@ -66,7 +68,15 @@ def _col_letter(index: int) -> str:
     return letters
 
 
+column_letter = _col_letter
+
+
 def _decode(path: Path, raw: bytes) -> str:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(raw) >= 4 and raw[1:4:2] == b"\0\0" and raw[0]):
+        raise DataError(
+            f"{path}: the file is UTF-16 encoded (what Excel calls 'Unicode Text'), not CSV. Save it "
+            "as 'CSV UTF-8' (in Excel: File > Save As > CSV UTF-8)."
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -76,6 +86,11 @@ def _decode(path: Path, raw: bytes) -> str:
             f"{raw[exc.start:exc.start + 1]!r}). Save the file as 'CSV UTF-8' "
             "(in Excel: File > Save As > CSV UTF-8)."
         ) from None
+
+
+def _semicolon_separated(rows: list[list[str]]) -> bool:
+    """Row 1 is one comma-free cell holding ';': a spreadsheet's CSV export in a decimal-comma locale."""
+    return bool(rows) and len(rows[0]) == 1 and ";" in rows[0][0]
 
 
 def _parse_header(path: Path, header: list[str]) -> list[str]:
@@ -129,6 +144,9 @@ def _check_columns(path: Path, attrs: list[str], expected: list[str]) -> None:
     )
 
 
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*")
+
+
 def _parse_value(path: Path, row: int, col: str, j: int, cell: str) -> float:
     where = f"{path}: row {row}, column '{col}' ({_col_letter(j)})"
     text = cell.strip()
@@ -148,6 +166,7 @@ def read_class_csv(
     path: str | os.PathLike,
     attribute_names: list[str] | None = None,
     require_origin: bool = True,
+    semicolons: bool = False,
 ) -> ClassTable:
     """Read and validate a class CSV.
 
@@ -157,9 +176,11 @@ def read_class_csv(
             any order) and the values come back in this order; otherwise the file's
             column order is kept.
         require_origin: Whether an ``origin`` column is mandatory.
+        semicolons: Accept ';'-separated files (a spreadsheet's CSV in decimal-comma locales), where
+            '0,5' then means 0.5; otherwise such a file is refused with a message saying how to re-save it.
 
     Returns:
-        The table; ``values`` is (C, d) float32.
+        The table; ``values`` is (C, d) float32, ``rows``/``columns`` say where each value came from.
 
     Raises:
         DataError: naming the row (header = row 1), the column and the problem.
@@ -176,6 +197,10 @@ def read_class_csv(
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise DataError(f"{path}: not valid CSV ({exc}). Check quoting.") from exc
+    decimal_comma = False
+    if semicolons and _semicolon_separated(rows):
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
+        decimal_comma = True
     if not rows or not any(c.strip() for c in rows[0]):
         raise DataError(
             f"{path}: the file is empty (or row 1 is blank). Expected a header row "
@@ -230,7 +255,10 @@ def read_class_csv(
                 )
             origins.append(origin)
         names.append(name)
-        cells.append([fields[j] for j in attr_js])
+        row_cells = [fields[j] for j in attr_js]
+        if decimal_comma:
+            row_cells = [c.replace(",", ".") if _DECIMAL_COMMA.fullmatch(c) else c for c in row_cells]
+        cells.append(row_cells)
         row_nums.append(r)
     if not names:
         raise DataError(f"{path}: the header is there but no class rows follow. Add one row per class.")
@@ -252,10 +280,13 @@ def read_class_csv(
             f"{path}: row {row_nums[i]}, column '{attrs[j]}': {matrix[i, j]} is too large for "
             "float32. Rescale the attributes."
         )
+    columns = list(attr_js)
     if attribute_names is not None:
         position = {a: j for j, a in enumerate(attrs)}
-        matrix32, attrs = matrix32[:, [position[a] for a in attribute_names]], list(attribute_names)
-    return ClassTable(names, origins if origin_j is not None else None, attrs, np.ascontiguousarray(matrix32))
+        order = [position[a] for a in attribute_names]
+        matrix32, attrs, columns = matrix32[:, order], list(attribute_names), [attr_js[k] for k in order]
+    return ClassTable(names, origins if origin_j is not None else None, attrs, np.ascontiguousarray(matrix32),
+                      rows=row_nums, columns=columns)
 
 
 def write_class_csv(table: ClassTable, path: str | os.PathLike) -> None:
@@ -268,6 +299,11 @@ def write_class_csv(table: ClassTable, path: str | os.PathLike) -> None:
         DataError: the table is inconsistent (shapes, duplicate names) or unwritable.
     """
     path = Path(path)
+    atomic_write_bytes(path, class_csv_bytes(table, path))
+
+
+def class_csv_bytes(table: ClassTable, path: str | os.PathLike = "<class table>") -> bytes:
+    """The UTF-8 bytes ``write_class_csv`` writes; ``path`` only names the table in error messages."""
     values = np.asarray(table.values)
     n, d = len(table.names), len(table.attribute_names)
     if values.shape != (n, d):
@@ -286,4 +322,4 @@ def write_class_csv(table: ClassTable, path: str | os.PathLike) -> None:
     for i, name in enumerate(table.names):
         origin = [table.origins[i]] if table.origins is not None else []
         writer.writerow([name, *origin, *(format(float(v), ".9g") for v in values[i])])
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    return buf.getvalue().encode("utf-8")

@@ -1,0 +1,155 @@
+"""Fitting the unified classifier's rows for user classes, and a bundle view that includes them.
+
+A bundle's student ψ = C_s ∘ E_s scores features x as C_s(relu(E_s(x))). A user class gets a new row of C_s
+(weight (E,), bias); nothing of the bundle changes:
+
+* E_s is frozen, so embeddings of photos (cached features included) do not move;
+* the built-in rows of C_s stay bit-for-bit, so their logits do too, and an empty registry is the bundle;
+* the new rows are fitted by full-batch L-BFGS on softmax cross-entropy at τ_s over generated features:
+  G's features for every user class and a replay of every built-in class (seen and unseen, the same number
+  per class, so the softmax keeps its balance), with the built-in rows held fixed. With those fixed the
+  problem is convex in the new rows, and a small L2 penalty makes its optimum unique: the fit does not
+  depend on the starting point, only on the generated features.
+* generated features are seeded per class from (bundle hash, the class's attribute vector), so the same
+  registry always gives the same rows, and adding one class leaves the features of the others alone.
+
+Refitting the whole head instead was measured as too slow for large models (C·E parameters against a
+replay of every class, ~50× the work at 200 classes) and it moves the built-in classes' predictions; see
+benchmarks/add_class.py and the issue's report. User classes are calibrated like unseen classes: γ is
+subtracted from seen classes only.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RefitConfig:
+    replay_budget: int = 6400  # generated features replaying the built-in classes, in total
+    min_per_class: int = 16  # generated features per class, at least ...
+    max_per_class: int = 100  # ... and at most (every class, built-in or user, gets the same number)
+    max_iter: int = 100  # L-BFGS iterations
+    weight_decay: float = 1e-3  # L2 on the new rows (mean over their entries' squares, times this)
+    chunk: int = 4096  # features per generator pass (bounds peak memory)
+    steal_warning: float = 0.25  # warn when user classes take this share of a built-in class's features
+
+    def per_class(self, num_builtin: int) -> int:
+        return int(min(self.max_per_class, max(self.min_per_class, self.replay_budget // max(1, num_builtin))))
+
+
+class AppendedHead(nn.Module):
+    """C_s with user rows appended: logits (B, C + n) = [base(e), e Wᵀ + b]; base columns are computed
+    exactly as the bundle computes them."""
+
+    def __init__(self, base: nn.Linear, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.base = base
+        self.extra = nn.Linear(weight.shape[1], weight.shape[0]).to(base.weight.device)
+        with torch.no_grad():
+            self.extra.weight.copy_(weight)
+            self.extra.bias.copy_(bias)
+        self.in_features, self.out_features = base.in_features, base.out_features + weight.shape[0]
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.base(e), self.extra(e)], dim=1)  # (B, C + n)
+
+
+def class_seed(bundle_sha256: str, values: np.ndarray) -> int:
+    """Seed of one class's generated features: the bundle and the class's attribute vector (A,)."""
+    digest = hashlib.sha256(bundle_sha256.encode() + np.ascontiguousarray(values, np.float32).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") & (2**63 - 1)
+
+
+def normalize(values: torch.Tensor, norm: str) -> torch.Tensor:
+    """Raw attribute rows (K, A) as G consumes them (ZSLModel.normalized_attributes, for any rows)."""
+    if norm == "l2":
+        return F.normalize(values, dim=1)
+    if norm == "none":
+        return values
+    raise ValueError(f"unknown attribute normalisation {norm!r}: use 'l2' or 'none'")
+
+
+@torch.inference_mode()
+def generated_embeddings(model, values: np.ndarray, norm: str, bundle_sha256: str, per_class: int,
+                         chunk: int = 4096) -> torch.Tensor:
+    """relu(E_s(G(z, a))) for ``per_class`` seeded draws of each class row of ``values`` (K, A) →
+    (K·per_class, E), class-major."""
+    g = model.generator
+    dev = next(g.parameters()).device
+    attrs = normalize(torch.from_numpy(np.ascontiguousarray(values, np.float32)), norm)  # (K, A)
+    z = torch.cat([torch.randn(per_class, g.noise_dim, generator=torch.Generator().manual_seed(
+        class_seed(bundle_sha256, row))) for row in values]) if len(values) else torch.zeros(0, g.noise_dim)
+    cond = attrs.repeat_interleave(per_class, 0)  # (K·per_class, A)
+    out = [model.student.embedding(g(z[i:i + chunk].to(dev), cond[i:i + chunk].to(dev))).cpu()
+           for i in range(0, len(z), chunk)]
+    return torch.cat(out) if out else torch.zeros(0, model.student.head.in_features)
+
+
+def fit_user_rows(model, config, user_values: np.ndarray, bundle_sha256: str,
+                  rc: RefitConfig | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Head rows for the user classes ``user_values`` (n, A) of a bundle's ``model`` (a ZSLModel).
+
+    Returns:
+        weight (n, E) and bias (n,) float32, and diagnostics: settings, loss, time, and per user class
+        the share of generated features of built-in classes it takes over (``taken``).
+    """
+    rc = rc or RefitConfig()
+    t0 = time.perf_counter()
+    base: nn.Linear = model.student.head
+    builtin = model.class_attributes.detach().cpu().numpy()  # (C, A)
+    c, n = len(builtin), len(user_values)
+    k = rc.per_class(c)
+    norm, tau = config.attribute_norm, config.head.tau_student
+    e = generated_embeddings(model, np.concatenate([builtin, user_values]), norm, bundle_sha256, k, rc.chunk)
+    y = torch.arange(c + n).repeat_interleave(k)  # (M,)
+    with torch.inference_mode():
+        fixed = base(e.to(base.weight.device)).cpu()  # (M, C) logits of the built-in rows, held fixed
+    e, fixed = e.clone(), fixed.clone()  # plain tensors: autograd may use them
+
+    w_old, b_old = base.weight.detach().cpu(), base.bias.detach().cpu()
+    means = e[c * k:].view(n, k, -1).mean(1)  # (n, E) mean embedding of each user class
+    w0 = F.normalize(means, dim=1) * w_old.norm(dim=1).median()
+    weight = w0.clone().requires_grad_(True)
+    bias = torch.full((n,), float(b_old.median())).requires_grad_(True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1, max_iter=rc.max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def loss_fn():
+        logits = torch.cat([fixed, e @ weight.T + bias], dim=1) / tau  # (M, C + n)
+        return F.cross_entropy(logits, y) + rc.weight_decay * weight.pow(2).mean()
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        loss = float(loss_fn())
+        taken = _taken(fixed[: c * k], e[: c * k] @ weight.T + bias, config, tau, c, k)
+    info = {"method": "append-rows/lbfgs", "settings": asdict(rc), "per_class": k, "loss": loss,
+            "fit_seconds": round(time.perf_counter() - t0, 3), "taken": taken}
+    return (weight.detach().numpy().astype(np.float32), bias.detach().numpy().astype(np.float32), info)
+
+
+def _taken(fixed, new, config, tau, c: int, k: int) -> list[dict]:
+    """Per user class: the largest share of one built-in class's generated features it now wins
+    (calibrated scores), and which class that is."""
+    gamma = config.calibration
+    seen = torch.tensor(list(config.seen) + [False] * new.shape[1], dtype=torch.float32)
+    scores = torch.softmax(torch.cat([fixed, new], 1) / tau, dim=1) - gamma * seen  # (c·k, C + n)
+    winner = scores.argmax(1)
+    out = []
+    for j in range(new.shape[1]):
+        share = (winner == c + j).float().view(c, k).mean(1)  # (C,)
+        worst = int(share.argmax())
+        out.append({"share": round(float(share[worst]), 4), "from": config.class_names[worst]})
+    return out
