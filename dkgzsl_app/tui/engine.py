@@ -7,10 +7,45 @@ after the class list changed, and explaining a photo, never rerun the backbone f
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 from ..classify import DEFAULT_MODEL
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: nice is per thread, and the torch and DataLoader
+    threads and processes it starts inherit it), so the UI thread wins the CPU while the model works.
+    Elsewhere, or when not permitted, a no-op."""
+    import os
+
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < 10:
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
+    except (AttributeError, OSError):
+        pass
+
+
+@contextmanager
+def _gc_paused():
+    """Load with the cyclic garbage collector off, then freeze what loading made.
+
+    Loading torch, timm and a model leaves ~500k long-lived objects; with them in the collector's oldest
+    generation every full collection walks them all, 250-330 ms with the GIL held, on whichever thread
+    allocates next (usually the UI thread): the longest stalls measured in benchmarks/tui_responsiveness.py.
+    ``gc.freeze()`` moves them out of the collector's sight (they live as long as the app anyway)."""
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 class MemoryFeatureCache:
@@ -59,29 +94,34 @@ class Engine:
 
     def load(self):
         """Load the classifier (and its cache and explainer) once; later calls return it."""
+        background_priority()
         with self._lock:
             if self.classifier is None:
-                from ..classify import load
-                from ..models.errors import BundleError
-
-                if self.options.model is None:
-                    raise BundleError("no model: browsing without one (--no-model) shows results only.")
-
-                if self.options.threads:
-                    import torch
-
-                    torch.set_num_threads(self.options.threads)
-                clf = load(self.options.model, self.options.device, self.options.offline)
-                if self.options.use_cache:
-                    from ..cache import FeatureCache
-                    from ..locations import feature_cache_file
-
-                    self.cache = FeatureCache(feature_cache_file())
-                else:
-                    self.cache = MemoryFeatureCache()
-                self._fit_explainer(clf)
-                self.classifier = clf
+                with _gc_paused():
+                    self._load()
             return self.classifier
+
+    def _load(self) -> None:
+        from ..classify import load
+        from ..models.errors import BundleError
+
+        if self.options.model is None:
+            raise BundleError("no model: browsing without one (--no-model) shows results only.")
+
+        if self.options.threads:
+            import torch
+
+            torch.set_num_threads(self.options.threads)
+        clf = load(self.options.model, self.options.device, self.options.offline)
+        if self.options.use_cache:
+            from ..cache import FeatureCache
+            from ..locations import feature_cache_file
+
+            self.cache = FeatureCache(feature_cache_file())
+        else:
+            self.cache = MemoryFeatureCache()
+        self._fit_explainer(clf)
+        self.classifier = clf
 
     def _fit_explainer(self, clf) -> None:
         from ..explain import AttributeExplainer
