@@ -42,18 +42,41 @@ def render(preds, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
+def _common_folder(paths: list[str]) -> str:
+    """The folder all ``paths`` share ("" when none or they are not file paths)."""
+    import os
+
+    try:
+        base = os.path.commonpath([os.path.dirname(p) or "." for p in paths]) if paths else ""
+    except ValueError:  # absolute and relative mixed, or different drives
+        return ""
+    return "" if base in ("", ".") else base
+
+
 def print_table(preds, console) -> None:
+    """A readable table: photo names relative to their common folder, no wrapping (long cells end in …)."""
+    import os
+
     from rich.table import Table
 
-    t = Table()
-    for col, just in (("photo", "left"), ("class", "left"), ("origin", "left"), ("score", "right"), ("next", "left")):
-        t.add_column(col, justify=just)
+    base = _common_folder([p.path for p in preds])
+    t = Table(caption=f"{len(preds)} photo(s) in {base}" if base else None, caption_justify="left")
+    free = max(30, console.width - 16 - 6 - 5)  # 16: borders and padding of 5 columns; origin, score
+    longest = max((len(p.top[0].name) for p in preds if p.top), default=8)
+    cls_w = max(8, min(longest, free // 2))  # the predicted class matters most: whole where it fits
+    rest = free - cls_w
+    t.add_column("photo", no_wrap=True, overflow="ellipsis", max_width=int(rest * 0.6))
+    t.add_column("class", no_wrap=True, overflow="ellipsis", max_width=cls_w)
+    t.add_column("origin", no_wrap=True, min_width=6)
+    t.add_column("score", justify="right", no_wrap=True, min_width=5)
+    t.add_column("runner-up", no_wrap=True, overflow="ellipsis", max_width=rest - int(rest * 0.6))
     for p in preds:
+        name = os.path.relpath(p.path, base) if base else p.path
         if p.error:
-            t.add_row(p.path, f"[red]error: {p.error}[/red]", "", "", "")
+            t.add_row(name, f"[red]error: {p.error}[/red]", "", "", "")
             continue
-        nxt = ", ".join(f"{g.name} {g.score:.2f}" for g in p.top[1:3])
-        t.add_row(p.path, p.top[0].name, p.top[0].origin, f"{p.top[0].score:.3f}", nxt)
+        nxt = f"{p.top[1].name} {p.top[1].score:.2f}" if len(p.top) > 1 else ""
+        t.add_row(name, p.top[0].name, p.top[0].origin, f"{p.top[0].score:.3f}", nxt)
     console.print(t)
 
 
