@@ -11,6 +11,7 @@ import typer
 
 from . import __version__
 from .classify import DEFAULT_MODEL
+from .cli_classes import register as register_class_commands
 
 app = typer.Typer(
     name="dkgzsl",
@@ -204,6 +205,7 @@ def evaluate(
             from .locations import feature_cache_file
 
             clf = load_classifier(model, "cpu", offline)
+            bundle = clf.bundle  # with the model's user classes, as classify sees it
             fs = test_set_from_images(images, clf.bundle, clf.backbone, "cpu", FeatureCache(feature_cache_file()),
                                       warn=_warn)
         else:
@@ -423,6 +425,7 @@ def _run_tui(results_file: Optional[Path], paths: Optional[list[str]], opts, sho
 
 models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+register_class_commands(app)  # add-class, classes list|show|export|remove|rename
 
 
 @models_app.command("list")
