@@ -56,7 +56,14 @@ def classes(n: int, seed: int) -> dict[str, dict[str, float]]:
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak RSS of this process so far (VmHWM: unlike ru_maxrss it starts afresh at exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def child(bundle: str, n: int, pre: int) -> None:
@@ -94,9 +101,9 @@ def run_cli(bundle: Path, work: Path) -> dict:
         for name, vals in one.items():
             w.writerow([name, *vals.values()])
     env = {**os.environ, "DKGZSL_HOME": tempfile.mkdtemp(prefix="dkgzsl-bench-")}
-    cmd = [sys.executable, "-c", "import resource, sys; from dkgzsl_app.cli import app; sys.argv = ['dkgzsl'] + "
+    cmd = [sys.executable, "-c", "import sys; from dkgzsl_app.cli import app; sys.argv = ['dkgzsl'] + "
            "sys.argv[1:]\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)",
+           "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0], file=sys.stderr)",
            "add-class", "--attributes", str(path), "--model", f"local-dir:{bundle}"]
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -117,7 +124,7 @@ def full_head_step_seconds(bundle: Path, steps: int = 3) -> dict:
     b = load_bundle(bundle)
     k = RefitConfig().per_class(C)
     values = np.concatenate([b.model.class_attributes.numpy(), np.random.default_rng(0).uniform(0, 1, (1, A))])
-    e = generated_embeddings(b.model, values.astype(np.float32), "l2", b.config.weights_sha256, k)
+    e = generated_embeddings(b.model, values.astype(np.float32), "l2", b.config.weights_sha256, k).clone()
     y = torch.arange(C + 1).repeat_interleave(k)
     head = torch.nn.Linear(E, C + 1)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)

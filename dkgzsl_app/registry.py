@@ -105,6 +105,9 @@ def _read_once(folder: Path, attribute_names: list[str], embed_dim: int | None, 
         names = list(man["names"])
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise RegistryError(f"{mpath} is not a valid class-registry manifest ({e}). " + _fix_hint(folder)) from None
+    if man.get("bundle_sha256") != folder.name:
+        raise RegistryError(f"{mpath} belongs to the bundle with weights {man.get('bundle_sha256')!r}, not to "
+                            f"{folder.name!r} (the folder was copied or renamed). " + _fix_hint(folder))
     if man.get("attribute_names") != list(attribute_names):
         raise RegistryError(f"{mpath}: its attribute names differ from the model's; the registry belongs to "
                             "another model. " + _fix_hint(folder))
