@@ -289,6 +289,11 @@ def read_class_csv(
                       rows=row_nums, columns=columns)
 
 
+def _shortest(value) -> str:
+    """The shortest text that reads back as the same float32 (0.3, not 0.300000012)."""
+    return np.format_float_positional(np.float32(value), unique=True, trim="-")
+
+
 def write_class_csv(table: ClassTable, path: str | os.PathLike) -> None:
     """Write ``table`` as a class CSV, atomically (temp file + ``os.replace``).
 
@@ -321,5 +326,5 @@ def class_csv_bytes(table: ClassTable, path: str | os.PathLike = "<class table>"
     writer.writerow(header)
     for i, name in enumerate(table.names):
         origin = [table.origins[i]] if table.origins is not None else []
-        writer.writerow([name, *origin, *(format(float(v), ".9g") for v in values[i])])
+        writer.writerow([name, *origin, *(_shortest(v) for v in values[i])])
     return buf.getvalue().encode("utf-8")

@@ -147,7 +147,9 @@ class ClassEditor(Screen):
         from ..userclasses import add_classes
 
         try:
-            add_classes(self.engine.options.model, {name: values}, offline=self.engine.options.offline)
+            add_classes(self.engine.options.model, {name: values}, offline=self.engine.options.offline,
+                        warn=lambda note: self.app.call_from_thread(self.notify, note, title="note",
+                                                                    severity="warning", timeout=10))
         except (DkgzslError, ValueError) as e:
             self.app.call_from_thread(self._failed, str(e))
             return
