@@ -250,3 +250,27 @@ def test_adding_a_class_rescores_without_the_backbone(bundle, tmp_path):
             assert calls == []  # re-scored from kept features: the backbone did not run again
 
     asyncio.run(run())
+
+
+def test_classifying_under_a_dialog_keeps_filling_the_table(bundle, tmp_path):
+    """Workers update the main screen while help or a dialog is on top (App.query_one sees only the top
+    screen); a pending preview must not fail either."""
+    photos = [str(p) for p in make_photos(tmp_path / "photos")]
+
+    async def run():
+        opts = EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0, top_k=5, use_cache=False,
+                             chunk=2)
+        app = create_app(paths=photos, options=opts, show_images=False, store=RunStore(tmp_path / "run"))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await wait_until(pilot, lambda: not app.classifying)
+            await pilot.pause(0.2)  # the preview timer of the first row fires under the help screen
+            assert isinstance(app.screen, HelpScreen)
+            assert app.table.row_count == len(photos)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+            assert app.current_row() is not None
+
+    asyncio.run(run())
+

@@ -13,6 +13,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 from textual.worker import get_current_worker
@@ -225,7 +226,12 @@ class BrowseApp(App):
         self._preview_timer = self.set_timer(0.08, self._start_preview)
 
     def _start_preview(self) -> None:
-        row = self.current_row()
+        if not self.screen_stack or not self.is_running:  # the timer fired while the app was closing
+            return
+        try:
+            row = self.current_row()
+        except NoMatches:  # the main screen is already gone (closing)
+            return
         self.detail.show_row(row)
         if row is not None:
             self.preview(row)
