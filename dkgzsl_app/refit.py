@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models.networks import normalize_attributes
+
 
 @dataclass
 class RefitConfig:
@@ -70,15 +72,6 @@ def class_seed(bundle_sha256: str, values: np.ndarray) -> int:
     return int.from_bytes(digest.digest()[:8], "little") & (2**63 - 1)
 
 
-def normalize(values: torch.Tensor, norm: str) -> torch.Tensor:
-    """Raw attribute rows (K, A) as G consumes them (ZSLModel.normalized_attributes, for any rows)."""
-    if norm == "l2":
-        return F.normalize(values, dim=1)
-    if norm == "none":
-        return values
-    raise ValueError(f"unknown attribute normalisation {norm!r}: use 'l2' or 'none'")
-
-
 @torch.inference_mode()
 def generated_embeddings(model, values: np.ndarray, norm: str, bundle_sha256: str, per_class: int,
                          chunk: int = 4096) -> torch.Tensor:
@@ -86,7 +79,7 @@ def generated_embeddings(model, values: np.ndarray, norm: str, bundle_sha256: st
     (K·per_class, E), class-major."""
     g = model.generator
     dev = next(g.parameters()).device
-    attrs = normalize(torch.from_numpy(np.ascontiguousarray(values, np.float32)), norm)  # (K, A)
+    attrs = normalize_attributes(torch.from_numpy(np.ascontiguousarray(values, np.float32)), norm)  # (K, A)
     z = torch.cat([torch.randn(per_class, g.noise_dim, generator=torch.Generator().manual_seed(
         class_seed(bundle_sha256, row))) for row in values]) if len(values) else torch.zeros(0, g.noise_dim)
     cond = attrs.repeat_interleave(per_class, 0)  # (K·per_class, A)

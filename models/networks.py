@@ -10,6 +10,15 @@ from torch import nn
 import torch.nn.functional as F
 
 
+def normalize_attributes(values: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Attribute rows (K, A) as G consumes them: ``l2`` (unit rows) or ``none``."""
+    if norm == "l2":
+        return F.normalize(values, dim=1)
+    if norm == "none":
+        return values
+    raise ValueError(f"unknown attribute normalisation {norm!r}: use 'l2' or 'none'")
+
+
 class Generator(nn.Module):
     """G([z, a]) → Linear H → LeakyReLU → Linear D → ReLU (Xian et al. 2018)."""
 
@@ -104,11 +113,7 @@ class ZSLModel(nn.Module):
 
     def normalized_attributes(self, norm: str = "l2") -> torch.Tensor:
         """Class attribute vectors (C, A) as G consumes them."""
-        if norm == "l2":
-            return torch.nn.functional.normalize(self.class_attributes, dim=1)
-        if norm == "none":
-            return self.class_attributes
-        raise ValueError(f"unknown attribute normalisation {norm!r}: use 'l2' or 'none'")
+        return normalize_attributes(self.class_attributes, norm)
 
     def scale_features(self, raw: torch.Tensor) -> torch.Tensor:
         """Backbone features (B, D) → the space G and ψ work in (the training scaling)."""
