@@ -248,6 +248,9 @@ def test_adding_a_class_rescores_without_the_backbone(bundle, tmp_path):
             guess = next(g for g in app.current_row().pred.top if g.name == "hot_cat")
             assert guess.origin == "user"
             assert calls == []  # re-scored from kept features: the backbone did not run again
+            saved, _ = read_predictions(app.store.results_file)  # the autosave has the new scores too
+            assert [p.path for p in saved] == photos
+            assert all(any(g.name == "hot_cat" for g in p.top) for p in saved)
 
     asyncio.run(run())
 

@@ -129,12 +129,9 @@ class BrowseApp(App):
             if not self.paths:
                 self.call_from_thread(self.model_ready)
                 return
-            done: list = []
-
             def chunk(start: int, preds: list) -> None:
-                done.extend(preds)
                 try:
-                    self.store.save_results(done)  # autosave in the worker: no disk I/O on the UI thread
+                    self.store.save_results(preds)  # autosave in the worker: no disk I/O on the UI thread
                 except DkgzslError as e:
                     self.call_from_thread(self.notify, str(e), severity="warning")
                 self.call_from_thread(self.add_predictions, preds)
@@ -393,6 +390,11 @@ class BrowseApp(App):
         except DkgzslError as e:
             self.call_from_thread(self.notify, str(e), title="re-scoring failed", severity="error")
             return
+        if self.paths:  # photos classified here: the run folder's autosave follows the new scores
+            try:        # (an opened results file is the user's own and is never rewritten)
+                self.store.save_results([p for p in preds if not p.error])
+            except DkgzslError as e:
+                self.call_from_thread(self.notify, str(e), severity="warning")
         self.call_from_thread(self.apply_rescore, [(r.key, p) for r, p in zip(rows, preds)], added)
 
     def apply_rescore(self, pairs: list, added: str) -> None:

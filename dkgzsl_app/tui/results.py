@@ -155,6 +155,7 @@ class RunStore:
 
     def __init__(self, folder: Path, stem: str = "results"):
         self.folder, self.stem = Path(folder), stem
+        self._lines: dict[str, str] = {}  # photo path → its JSONL record, in arrival order
 
     @classmethod
     def fresh(cls) -> "RunStore":
@@ -187,6 +188,10 @@ class RunStore:
         atomic_write_bytes(self.corrections_file, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
     def save_results(self, preds: list[Prediction]) -> None:
+        """Record ``preds`` (new photos, or new scores for photos recorded before) and rewrite the results
+        file atomically. Only ``preds`` are rendered, so saving after every chunk stays linear in the run."""
         from ..output import render
 
-        atomic_write_bytes(self.results_file, render(preds, "jsonl").encode("utf-8"))
+        for p, line in zip(preds, render(preds, "jsonl").splitlines(keepends=True)):
+            self._lines[p.path] = line
+        atomic_write_bytes(self.results_file, "".join(self._lines.values()).encode("utf-8"))
