@@ -46,8 +46,13 @@ class AttributeExplainer:
         gen = torch.Generator().manual_seed(seed)
         targets = model.class_attributes.detach().cpu().double()  # (C, A), as in classes.csv
         cond = model.normalized_attributes(attribute_norm).detach().cpu()  # (C, A), as G consumes them
+        g = model.generator
+        if next(g.parameters()).device.type != "cpu":  # sample on the CPU (seeded), never moving the model's G
+            import copy
+
+            g = copy.deepcopy(g).cpu()
         with torch.inference_mode():
-            x = model.generator.cpu().sample(cond.repeat_interleave(per_class, 0), generator=gen).double()  # (N, D)
+            x = g.sample(cond.repeat_interleave(per_class, 0), generator=gen).double()  # (N, D)
         y = targets.repeat_interleave(per_class, 0)  # (N, A)
         x_mean, y_mean = x.mean(0), y.mean(0)
         xc, yc = x - x_mean, y - y_mean
