@@ -11,6 +11,7 @@ import typer
 
 from . import __version__
 from .classify import DEFAULT_MODEL
+from .cli_util import fail as _fail, warn as _warn
 from .cli_classes import register as register_class_commands
 
 app = typer.Typer(
@@ -44,11 +45,6 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """dkgzsl: DKGZSL / D3GZSL / MSDN zero-shot recognition."""
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(code)
 
 
 def _bundle_dir(model: str, offline: bool = False) -> Path:
@@ -152,10 +148,6 @@ def _device(name: str) -> str:
     if name != "cpu" and not name.startswith("cuda"):
         _fail(f"--device {name}: use auto, cpu, cuda or cuda:N.", 2)
     return name
-
-
-def _warn(message: str) -> None:
-    typer.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int):

@@ -11,20 +11,12 @@ from typing import Optional
 import typer
 
 from .classify import DEFAULT_MODEL
+from .cli_util import fail as _fail, warn as _warn
 
 MODEL_HELP = "Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."
 
 classes_app = typer.Typer(help="Classes of a model: built-in and user-added (the class registry).",
                           no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(code)
-
-
-def _warn(message: str) -> None:
-    typer.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def _run(fn):

@@ -17,7 +17,6 @@ the manifest again. This module is torch-free (the head comes back as numpy arra
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -28,6 +27,7 @@ import numpy as np
 
 from .locations import data_dir
 from .models.atomic import atomic_write_bytes
+from .models.bundle import sha256_bytes
 from .models.classcsv import ClassTable, class_csv_bytes, read_class_csv
 from .models.errors import DataError, DkgzslError
 
@@ -56,10 +56,6 @@ class Registry:
 
 def registry_dir(weights_sha256: str) -> Path:
     return data_dir() / "classes" / weights_sha256
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fix_hint(folder: Path) -> str:
@@ -171,22 +167,7 @@ def write_registry(folder: Path, reg: Registry, attribute_names: list[str], bund
             if not (folder / name).is_file() or (folder / name).read_bytes() != blob:
                 atomic_write_bytes(folder / name, blob)
     atomic_write_bytes(folder / MANIFEST, json.dumps(man, indent=2, ensure_ascii=False).encode("utf-8"))
-    _fsync_dir(folder)
     _collect_garbage(folder, {MANIFEST, LOCK, man.get("classes"), man.get("head")})
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable across power loss too (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _collect_garbage(folder: Path, keep: set) -> None:

@@ -65,16 +65,11 @@ class Candidate:
 def open_model(source: str, offline: bool = False) -> ModelInfo:
     """Resolve ``source`` and read the bundle's config and class table (torch-free)."""
     from .classify import resolve_source
-    from .models.bundle import CLASSES_FILE, WEIGHTS_FILE, load_config, sha256_bytes
+    from .models.bundle import CLASSES_FILE, load_config
 
     folder = resolve_source(source, offline)
     config = load_config(folder)
-    sha = config.weights_sha256
-    if not sha:
-        try:
-            sha = sha256_bytes((folder / WEIGHTS_FILE).read_bytes())
-        except OSError as e:
-            raise DataError(f"{folder / WEIGHTS_FILE}: cannot be read ({e}).") from None
+    sha = weights_key(folder, config)
     table = read_class_csv(folder / CLASSES_FILE, attribute_names=list(config.attribute_names), require_origin=True)
     return ModelInfo(source, folder, config, sha, table)
 
@@ -319,15 +314,24 @@ def rename_class(source: str, old: str, new: str, offline: bool = False) -> None
 
 
 # ---- the classifier's view --------------------------------------------------------------------------------
-def bundle_key(bundle) -> str | None:
-    """The registry key of a loaded bundle: its weights hash."""
-    if bundle.config.weights_sha256:
-        return bundle.config.weights_sha256
-    if bundle.path is not None and (Path(bundle.path) / "model.safetensors").is_file():
-        from .models.bundle import sha256_bytes
+def weights_key(folder, config) -> str:
+    """A model's registry key: its weights hash (config.json's, else hashed from model.safetensors)."""
+    if config.weights_sha256:
+        return config.weights_sha256
+    from .models.bundle import WEIGHTS_FILE, sha256_bytes
 
-        return sha256_bytes((Path(bundle.path) / "model.safetensors").read_bytes())
-    return None
+    path = Path(folder) / WEIGHTS_FILE
+    try:
+        return sha256_bytes(path.read_bytes())
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e}).") from None
+
+
+def bundle_key(bundle) -> str | None:
+    """The registry key of a loaded bundle (None for one built in memory, without weights on disk)."""
+    if not bundle.config.weights_sha256 and bundle.path is None:
+        return None
+    return weights_key(bundle.path, bundle.config)
 
 
 def _shallow(module):

@@ -22,9 +22,25 @@ def atomic_write_bytes(path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise DataError(f"{path}: cannot write ({exc}). Check free disk space and permissions.") from exc
         raise
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename in ``folder`` durable across power loss too (POSIX; a no-op where folders cannot be
+    opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
