@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .models.classcsv import ClassTable, column_letter, read_class_csv
+from .models.classcsv import DECIMAL_COMMA, ClassTable, column_letter, read_class_csv
 from .models.errors import DataError
 from .registry import Registry, RegistryError, locked, read_registry, registry_dir, write_registry
 
@@ -130,7 +129,7 @@ def candidate_from_mapping(name: str, mapping: dict, attribute_names: list[str],
         try:
             if isinstance(v, bool) or v is None:
                 raise ValueError
-            f = float(v.replace(",", ".") if isinstance(v, str) and re.fullmatch(r"\s*[-+]?\d*,\d+\s*", v) else v)
+            f = float(v.replace(",", ".") if isinstance(v, str) and DECIMAL_COMMA.fullmatch(v) else v)
         except (TypeError, ValueError):
             raise DataError(f"{where}, attribute {a!r}: {v!r} is not a number.") from None
         if not math.isfinite(f) or not math.isfinite(np.float32(f)):

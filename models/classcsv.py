@@ -33,7 +33,8 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import DataError
 
-__all__ = ["ClassTable", "ORIGINS", "class_csv_bytes", "column_letter", "read_class_csv", "write_class_csv"]
+__all__ = ["ClassTable", "DECIMAL_COMMA", "ORIGINS", "class_csv_bytes", "column_letter", "read_class_csv",
+           "write_class_csv"]
 
 ORIGINS = ("seen", "unseen", "user")
 
@@ -58,7 +59,7 @@ class ClassTable:
     columns: list[int] | None = None  # (d,) 0-based file column of each attribute, when read from a file
 
 
-def _col_letter(index: int) -> str:
+def column_letter(index: int) -> str:
     """0-based column index -> spreadsheet letters (0 -> A, 26 -> AA)."""
     letters = ""
     index += 1
@@ -66,9 +67,6 @@ def _col_letter(index: int) -> str:
         index, rem = divmod(index - 1, 26)
         letters = chr(65 + rem) + letters
     return letters
-
-
-column_letter = _col_letter
 
 
 def _decode(path: Path, raw: bytes) -> str:
@@ -107,14 +105,14 @@ def _parse_header(path: Path, header: list[str]) -> list[str]:
     for j, col in enumerate(cols):
         if not col:
             raise DataError(
-                f"{path}: row 1, column {_col_letter(j)}: the header cell is blank. "
+                f"{path}: row 1, column {column_letter(j)}: the header cell is blank. "
                 "Give every column a name (or delete the empty column)."
             )
         key = col.lower() if col.lower() in ("name", "origin") else col
         if key in seen:
             raise DataError(
                 f"{path}: row 1: column name '{col}' appears twice (columns "
-                f"{_col_letter(seen[key])} and {_col_letter(j)}). Rename or remove one."
+                f"{column_letter(seen[key])} and {column_letter(j)}). Rename or remove one."
             )
         seen[key] = j
     return cols
@@ -144,11 +142,11 @@ def _check_columns(path: Path, attrs: list[str], expected: list[str]) -> None:
     )
 
 
-_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*")
+DECIMAL_COMMA = re.compile(r"\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*")  # "0,5" from a decimal-comma locale
 
 
 def _parse_value(path: Path, row: int, col: str, j: int, cell: str) -> float:
-    where = f"{path}: row {row}, column '{col}' ({_col_letter(j)})"
+    where = f"{path}: row {row}, column '{col}' ({column_letter(j)})"
     text = cell.strip()
     if not text:
         raise DataError(f"{where} is blank. Fill in a number (0 if the attribute is absent).")
@@ -239,7 +237,7 @@ def read_class_csv(
             )
         name = fields[name_j].strip()
         if not name:
-            raise DataError(f"{path}: row {r}, column 'name' ({_col_letter(name_j)}) is blank. Give the class a name.")
+            raise DataError(f"{path}: row {r}, column 'name' ({column_letter(name_j)}) is blank. Give the class a name.")
         if name in first_row:
             raise DataError(
                 f"{path}: row {r}: class name '{name}' is already used in row {first_row[name]}. "
@@ -250,14 +248,14 @@ def read_class_csv(
             origin = fields[origin_j].strip().lower()
             if origin not in ORIGINS:
                 raise DataError(
-                    f"{path}: row {r}, column 'origin' ({_col_letter(origin_j)}): "
+                    f"{path}: row {r}, column 'origin' ({column_letter(origin_j)}): "
                     f"'{fields[origin_j].strip()}' is not one of {', '.join(ORIGINS)}."
                 )
             origins.append(origin)
         names.append(name)
         row_cells = [fields[j] for j in attr_js]
         if decimal_comma:
-            row_cells = [c.replace(",", ".") if _DECIMAL_COMMA.fullmatch(c) else c for c in row_cells]
+            row_cells = [c.replace(",", ".") if DECIMAL_COMMA.fullmatch(c) else c for c in row_cells]
         cells.append(row_cells)
         row_nums.append(r)
     if not names:
