@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import __version__
 from ..models.bundle import save_bundle
 from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
 from ..models.errors import DataError
+from ..models.version import package_version
 from .config import TrainConfig
 from .data import FeatureSet, carve_validation
 from .loop import fit
@@ -107,7 +107,7 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     provenance = {
         "data_sha256": fs.sha256(), "data_source": fs.source, "seed": cfg.seed,
         "selected_epoch": best_epoch, "selection": cfg.select, "train_config": cfg.to_dict(),
-        "dkgzsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "dkgzsl": package_version(), "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.device(device).type,
     }
     config = model_config(fs, cfg, gamma, provenance, backbone)
