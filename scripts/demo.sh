@@ -6,7 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 photos=${DEMO_DIR:-demo-photos}
+echo
+echo "1/3 demo: drawing 3 labelled photos of each of the 48 demo classes into $photos/"
+echo "          (the true class is in each file name; 'unseen' classes had no photos in training)"
 .venv/bin/dkgzsl demo "$photos" --per-class 3
+echo
+echo "2/3 classify: the bundled demo model names each photo (top 3 guesses with scores)"
 .venv/bin/dkgzsl classify "$photos" --top-k 3
+echo
+echo "3/3 evaluate: scoring those names against the true classes (U = unseen, S = seen accuracy,"
+echo "          H = their harmonic mean; CZSL = accuracy among unseen classes only)"
 .venv/bin/dkgzsl evaluate --images "$photos"
+echo
 echo "photos: $photos   browse them with: .venv/bin/dkgzsl browse $photos"
