@@ -1,24 +1,33 @@
 """A cache of backbone features, keyed by photo content + backbone + preprocessing.
 
-One SQLite file (transactions: a crash mid-write leaves the old state), float32 feature blobs (a
-warm run scores exactly like a cold one), and a
-size limit enforced by evicting the least recently used entries. A second ``classify`` of the same
-photos, or one after the class list changed, skips the backbone entirely. A corrupt cache file is
-moved aside and rebuilt, never an error.
+One SQLite file (transactions: a crash mid-write leaves the old state), float32 feature blobs with a
+checksum each (a warm run scores exactly like a cold one, and a damaged entry is recomputed, never
+used), and a size limit enforced by evicting the least recently used entries. A second ``classify`` of
+the same photos, or one after the class list changed, skips the backbone entirely.
+
+The cache is never the reason a command fails: a damaged file (found when it is opened or at any later
+read or write) is moved aside with its ``-wal``/``-shm`` files and rebuilt; a location that cannot be
+written (read-only folder or file, no space) turns the cache off for the run. Either is said once,
+through the ``warn`` callback.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
-import warnings
+import zlib
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
 DEFAULT_LIMIT_BYTES = 2 * 1024**3
 FEATURE_VERSION = 1  # bump when the feature computation changes for the same backbone config
+SCHEMA_VERSION = 2  # PRAGMA user_version; 2 added the per-entry checksum. Other versions are emptied.
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+T = TypeVar("T")
 
 
 def file_digest(path, chunk: int = 1 << 20) -> str:
@@ -37,63 +46,224 @@ def backbone_key(config) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def open_cache(path: Path | None = None, warn: Callable[[str], None] | None = None,
+               limit_bytes: int = DEFAULT_LIMIT_BYTES) -> FeatureCache | None:
+    """The feature cache at ``path`` (default: the user's), or None, after one ``warn``, if it cannot be
+    used at all; a damaged file is rebuilt (also said through ``warn``)."""
+    if path is None:
+        from .locations import feature_cache_file
+
+        path = feature_cache_file()
+    cache = FeatureCache(path, limit_bytes, warn)
+    return cache if cache.usable else None
+
+
+def _is_corrupt(e: sqlite3.DatabaseError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    msg = str(e).lower()
+    return "malformed" in msg or "not a database" in msg
+
+
+def _checksum(digest: str, backbone: str, blob: bytes) -> int:
+    # covers the key too: a damaged index that pairs a key with another row's data is caught as well
+    return zlib.crc32(blob, zlib.crc32(f"{digest}\0{backbone}".encode()))
+
+
+def _log_warning(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
 class FeatureCache:
-    def __init__(self, path: Path, limit_bytes: int = DEFAULT_LIMIT_BYTES):
+    """``get``/``put`` float32 features by (photo digest, backbone key); see the module docstring.
+
+    ``warn`` receives at most one notice per problem (damaged file set aside; cache turned off); without
+    one, notices go to the ``dkgzsl_app.cache`` logger. ``usable`` is False once the cache is off: then
+    ``get`` finds nothing and ``put`` keeps nothing."""
+
+    def __init__(self, path: Path, limit_bytes: int = DEFAULT_LIMIT_BYTES,
+                 warn: Callable[[str], None] | None = None):
         self.path, self.limit = Path(path), limit_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.warn = warn or _log_warning
+        self.db: sqlite3.Connection | None = None
+        self._set_aside_once = False
+        self._damaged_entries = 0
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = self._open()
         except sqlite3.DatabaseError as e:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            self.path.replace(aside)
-            warnings.warn(f"feature cache {self.path} was unreadable ({e}); moved to {aside.name}, starting afresh")
-            self.db = self._open()
+            if _is_corrupt(e):
+                self._set_aside(e)
+            else:
+                self._turn_off(e)
+        except OSError as e:
+            self._turn_off(e)
+
+    @property
+    def usable(self) -> bool:
+        return self.db is not None
+
+    def _connect(self) -> sqlite3.Connection:
+        # usable from any one thread at a time (the TUI reads it from its worker threads, one by one)
+        return sqlite3.connect(self.path, timeout=30, check_same_thread=False)
 
     def _open(self) -> sqlite3.Connection:
-        # usable from any one thread at a time (the TUI reads it from its worker threads, one by one)
-        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT, backbone TEXT, dim INTEGER, data BLOB, "
-                   "bytes INTEGER, used REAL, PRIMARY KEY (digest, backbone))")
-        db.execute("CREATE INDEX IF NOT EXISTS features_used ON features (used)")
-        db.execute("SELECT count(*) FROM features").fetchone()  # touches the pages: corrupt files fail here
+        db = self._connect()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._migrate(db)
+            db.execute("SELECT count(*) FROM features").fetchone()  # touches the index pages
+        except BaseException:
+            db.close()
+            raise
         return db
 
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Create the table, or empty one of another schema version (it is only a cache)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # another process won?
+                db.execute("DROP TABLE IF EXISTS features")
+                db.execute("CREATE TABLE features (digest TEXT, backbone TEXT, dim INTEGER, data BLOB, "
+                           "bytes INTEGER, used REAL, crc INTEGER, PRIMARY KEY (digest, backbone))")
+                db.execute("CREATE INDEX features_used ON features (used)")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # ---- what goes wrong ------------------------------------------------------------------------------
+    def _close_quietly(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            self.db = None
+
+    def _turn_off(self, e: Exception) -> None:
+        self._close_quietly()
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        self.warn(f"feature cache {self.path} cannot be used ({reason}); running without it, so photos "
+                  "seen before go through the backbone again. Point DKGZSL_HOME at a writable folder, "
+                  "or pass --no-cache to skip the cache.")
+
+    def _set_aside(self, e: sqlite3.DatabaseError) -> None:
+        """Move the damaged file (and its WAL and shared-memory files) aside and start an empty one."""
+        self._close_quietly()
+        self._set_aside_once = True
+        stamp, n = int(time.time()), 0
+        while True:  # a fresh name: an earlier damaged copy is kept, not overwritten
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+            if not aside.exists():
+                break
+            n += 1
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = self.path.with_name(self.path.name + suffix)
+                if src.exists():
+                    src.replace(aside.with_name(aside.name + suffix))
+            self.db = self._open()
+        except (OSError, sqlite3.DatabaseError) as e2:
+            self._turn_off(e2)
+            return
+        self.warn(f"feature cache {self.path} was damaged ({e}); moved it to {aside.name} and started a "
+                  "new one (photos seen before go through the backbone once more).")
+
+    def _guarded(self, fn: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """``fn()``; a damaged file is set aside (once) and ``fn`` retried; any other database failure
+        turns the cache off. Either way the caller gets ``fallback()`` rather than an exception."""
+        if self.db is None:
+            return fallback()
+        try:
+            return fn()
+        except sqlite3.DatabaseError as e:
+            if not (_is_corrupt(e) and not self._set_aside_once):
+                self._turn_off(e)
+                return fallback()
+            self._set_aside(e)
+        if self.db is None:
+            return fallback()
+        try:
+            return fn()
+        except sqlite3.DatabaseError as e:
+            self._turn_off(e)
+            return fallback()
+
+    # ---- the interface --------------------------------------------------------------------------------
     def get(self, digests: list[str], backbone: str) -> dict[str, np.ndarray]:
         """Features (float32) for the digests that are cached; marks them as recently used."""
         found: dict[str, np.ndarray] = {}
         now = time.time()
         for start in range(0, len(digests), 500):
             part = digests[start:start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(f"SELECT digest, dim, data FROM features WHERE backbone = ? AND digest IN ({marks})",
-                                   [backbone, *part]).fetchall()
-            for digest, dim, data in rows:
-                vec = np.frombuffer(data, dtype=np.float32)
-                if vec.shape == (dim,):
-                    found[digest] = vec.copy()
-            with self.db:
-                self.db.execute(f"UPDATE features SET used = ? WHERE backbone = ? AND digest IN ({marks})",
-                                [now, backbone, *part])
+            found.update(self._guarded(lambda: self._read(part, backbone), dict))
+            if self.db is not None:
+                self._guarded(lambda: self._touch(part, backbone, now), lambda: None)
         return found
+
+    def _read(self, part: list[str], backbone: str) -> dict[str, np.ndarray]:
+        assert self.db is not None
+        marks = ",".join("?" * len(part))
+        rows = self.db.execute(f"SELECT digest, dim, data, crc FROM features "
+                               f"WHERE backbone = ? AND digest IN ({marks})", [backbone, *part]).fetchall()
+        found, damaged = {}, []
+        for digest, dim, data, crc in rows:
+            if (isinstance(data, bytes) and isinstance(dim, int) and len(data) == 4 * dim
+                    and crc == _checksum(digest, backbone, data)):
+                found[digest] = np.frombuffer(data, dtype=np.float32).copy()
+            else:
+                damaged.append(digest)
+        if damaged:
+            self._drop_damaged(damaged, backbone)
+        return found
+
+    def _drop_damaged(self, digests: list[str], backbone: str) -> None:
+        assert self.db is not None
+        with self.db:
+            self.db.executemany("DELETE FROM features WHERE digest = ? AND backbone = ?",
+                                [(d, backbone) for d in digests])
+        if not self._damaged_entries:
+            self.warn(f"feature cache {self.path}: {len(digests)} damaged entr{'y' if len(digests) == 1 else 'ies'} "
+                      "dropped; those photos go through the backbone again.")
+        self._damaged_entries += len(digests)
+
+    def _touch(self, part: list[str], backbone: str, now: float) -> None:
+        assert self.db is not None
+        marks = ",".join("?" * len(part))
+        with self.db:
+            self.db.execute(f"UPDATE features SET used = ? WHERE backbone = ? AND digest IN ({marks})",
+                            [now, backbone, *part])
 
     def put(self, items: dict[str, np.ndarray], backbone: str) -> None:
         now = time.time()
         rows = []
         for digest, vec in items.items():
             blob = np.ascontiguousarray(vec, dtype=np.float32).tobytes()
-            rows.append((digest, backbone, int(np.asarray(vec).shape[0]), blob, len(blob), now))
-        with self.db:  # one transaction: all or nothing
-            self.db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self.evict()
+            rows.append((digest, backbone, int(np.asarray(vec).shape[0]), blob, len(blob), now,
+                         _checksum(digest, backbone, blob)))
+
+        def write() -> None:
+            assert self.db is not None
+            with self.db:  # one transaction: all or nothing
+                self.db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self.evict()
+
+        self._guarded(write, lambda: None)
 
     def size_bytes(self) -> int:
+        if self.db is None:
+            return 0
         return int(self.db.execute("SELECT coalesce(sum(bytes), 0) FROM features").fetchone()[0])
 
     def evict(self) -> int:
         """Drop least recently used entries until the blobs fit the limit; returns how many went."""
         total, dropped = self.size_bytes(), 0
-        if total <= self.limit:
+        if total <= self.limit or self.db is None:
             return 0
         with self.db:
             for digest, backbone, size in self.db.execute(
@@ -106,4 +276,4 @@ class FeatureCache:
         return dropped
 
     def close(self) -> None:
-        self.db.close()
+        self._close_quietly()

@@ -86,6 +86,8 @@ class Engine:
         self.classifier = None
         self.explainer = None
         self.cache = None
+        self.notices: list[str] = []  # e.g. the feature cache turned off or rebuilt; the app may show them
+        self.warn: Callable[[str], None] = self.notices.append  # the app may replace it (e.g. with a toast)
         self._lock = threading.Lock()  # one model call at a time (workers may overlap)
 
     @property
@@ -114,10 +116,10 @@ class Engine:
             torch.set_num_threads(self.options.threads)
         clf = load(self.options.model, self.options.device, self.options.offline)
         if self.options.use_cache:
-            from ..cache import FeatureCache
-            from ..locations import feature_cache_file
+            from ..cache import open_cache
 
-            self.cache = FeatureCache(feature_cache_file())
+            # an unusable disk cache (read-only DKGZSL_HOME, ...) still leaves this session's in memory
+            self.cache = open_cache(warn=lambda note: self.warn(note)) or MemoryFeatureCache()
         else:
             self.cache = MemoryFeatureCache()
         self._fit_explainer(clf)
