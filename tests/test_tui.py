@@ -221,7 +221,7 @@ def test_class_editor_shows_and_validates_a_class(bundle, results):
 
 
 def test_adding_a_class_rescores_without_the_backbone(bundle, tmp_path):
-    pytest.importorskip("dkgzsl_app.userclasses", reason="issue 5 (userclasses.add_classes) not merged yet")
+    pytest.importorskip("dkgzsl_app.classes", reason="issue 5 (classes.add_classes) not merged yet")
     from dkgzsl_app.tui.editor import AttributeRow, ClassEditor
 
     photos = [str(p) for p in make_photos(tmp_path / "photos")]
@@ -299,3 +299,97 @@ def test_engine_load_freezes_what_loading_made_and_restores_the_collector(bundle
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+# ------------------------------------------------------------------ small truths (issue 11)
+def test_help_fits_a_100x30_terminal_and_names_every_key(results):
+    """The help was a Markdown table with a rule between rows: cut off at 30 rows, with no sign it
+    scrolled. Now it fits whole, and it names every key (the footer shows only the main ones)."""
+    from textual.containers import VerticalScroll
+
+    from dkgzsl_app.tui.app import BrowseApp
+    from dkgzsl_app.tui.dialogs import HELP_KEYS
+
+    shown_as = {"question_mark": "?", "slash": "/"}
+    named = {k for keys, _ in HELP_KEYS for k in keys.split()}
+    for binding in BrowseApp.BINDINGS:
+        assert shown_as.get(binding.key, binding.key) in named, binding
+
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause(0.1)
+            scroll = app.screen.query_one(VerticalScroll)
+            assert scroll.max_scroll_y == 0 and scroll.region.height <= 30
+        async with browse(results).run_test(size=(80, 24)) as pilot:  # smaller still: it scrolls
+            await pilot.press("question_mark")
+            await pilot.pause(0.1)
+            scroll = pilot.app.screen.query_one(VerticalScroll)
+            await pilot.press("end")
+            await pilot.pause(0.1)
+            assert scroll.scroll_y == scroll.max_scroll_y > 0
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_footer_shows_every_key_it_lists_whole(results, width):
+    """At 100 columns the footer cut `q quit` under the palette key; every key it shows must fit."""
+    from textual.widgets._footer import FooterKey
+
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(width, 24)) as pilot:
+            await pilot.pause(0.2)
+            keys = list(app.query(FooterKey))
+            palette = [k for k in keys if k.has_class("-command-palette")]
+            keys = [k for k in keys if not k.has_class("-command-palette")]
+            assert {k.key for k in keys} >= {"question_mark", "slash", "x", "e", "a", "q"}
+            limit = palette[0].region.x if palette else width
+            for k in keys:
+                assert 0 < k.region.width and k.region.right <= limit, (k.key, k.region, limit)
+
+    asyncio.run(run())
+
+
+def test_a_corrected_row_takes_its_new_class_origin(results):
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("down")  # cat__0002.jpg, predicted teapot (unseen)
+            row = app.current_row()
+            assert str(app.table.get_cell(row.key, "origin")) == "unseen"
+            await pilot.press("x", *"cat", "enter")
+            assert row.correction == "cat" and row.origin == "seen"
+            assert str(app.table.get_cell(row.key, "origin")) == "seen"
+            await pilot.pause(0.2)
+            assert "cat (seen)" in str(app.detail.query_one("#title").render())
+            await pilot.press("u")
+            assert str(app.table.get_cell(row.key, "origin")) == "unseen"
+            await pilot.press("x", *"cat", "enter")
+        again = browse(results)  # the correction read back from disk knows its origin too
+        async with again.run_test(size=(100, 30)):
+            row = again.results.by_path()[row.pred.path]
+            assert row.origin == "seen" and str(again.table.get_cell(row.key, "origin")) == "seen"
+
+    asyncio.run(run())
+
+
+def test_an_error_row_says_why_instead_of_working(results):
+    """A photo that could not be read showed `why: working…` forever: no worker ever answers for it."""
+    lines = results.read_text().splitlines()
+    lines.append(json.dumps({"path": "/nowhere/broken.jpg", "class": None, "origin": None, "score": None,
+                             "probability": None, "top_k": [], "error": "cannot identify image file"}))
+    results.write_text("\n".join(lines) + "\n")
+
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.table.move_cursor(row=len(ROWS))
+            await pilot.pause(0.4)  # well past the 80 ms preview delay
+            assert app.current_row().name == "broken.jpg"
+            why = str(app.detail.query_one("#why").render())
+            assert "working" not in why and "cannot identify image file" in why
+
+    asyncio.run(run())

@@ -62,15 +62,15 @@ class BrowseApp(App):
     """
     BINDINGS = [
         Binding("question_mark", "help", "help"),
-        Binding("slash", "filter_text", "filter"),
+        Binding("slash", "filter_text", "find"),
         Binding("c", "filter_class", "class"),
         Binding("s", "sort", "sort"),
         Binding("r", "reverse", "reverse", show=False),
-        Binding("l", "next_low", "low-conf"),
+        Binding("l", "next_low", "low"),
         Binding("x", "correct", "correct"),
         Binding("u", "uncorrect", "undo", show=False),
         Binding("e", "export", "export"),
-        Binding("a", "edit_class", "edit class"),
+        Binding("a", "edit_class", "edit"),
         Binding("escape", "clear_filters", "clear", show=False),
         Binding("q", "quit", "quit"),
     ]
@@ -97,7 +97,7 @@ class BrowseApp(App):
         with Horizontal(id="statusbar"):
             yield Static(id="status")
             yield ProgressBar(total=len(self.paths) or None, show_eta=False, id="progress")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def table(self) -> ResultsTable:
@@ -109,7 +109,7 @@ class BrowseApp(App):
 
     def on_mount(self) -> None:
         preds, corrections = self._initial
-        self.results.add(preds, corrections)
+        self.resolve_origins(self.results.add(preds, corrections))
         self.table.show(self.results.visible())
         if not self.paths:
             self.query_one("#progress").add_class("-done")
@@ -160,6 +160,7 @@ class BrowseApp(App):
     def add_predictions(self, preds: list) -> None:
         first = not self.results.rows
         rows = self.results.add(preds, self.store.load_corrections() if first else None)
+        self.resolve_origins(rows)
         if self.results.sort_by or self.results.class_filter or self.results.text_filter or self.results.reverse:
             self.table.show(self.results.visible())
         else:
@@ -244,11 +245,11 @@ class BrowseApp(App):
             if im is not None and not worker.is_cancelled:
                 self.call_from_thread(self.detail.set_picture, row.key, im)
         label = row.label
-        if worker.is_cancelled or not label:
+        if worker.is_cancelled or not label or row.pred.error:  # an error row's pane already says why
             return
-        if row.pred.error or not self.engine.loaded:
+        if not self.engine.loaded:
             reason = ("no model: browsing results only" if self.engine.options.model is None else
-                      "the model is loading…" if not row.pred.error else "")
+                      "the model is loading…")
             self.call_from_thread(self.detail.set_why, row.key, label, [], reason)
             return
         try:
@@ -318,6 +319,20 @@ class BrowseApp(App):
         self.notify("no low-confidence predictions in view")
 
     # ---------------------------------------------------------------------------- corrections
+    def origin_of(self, name: str) -> str:
+        """seen / unseen / user of class ``name``: from the model when loaded, else from the guesses."""
+        if self.engine.loaded:
+            return self.engine.origin_of(name)
+        return dict(self.class_choices()).get(name, "")
+
+    def resolve_origins(self, rows: Iterable[Row]) -> None:
+        """Corrected rows learn their new class's origin (corrections read from disk know only the name)."""
+        todo = [r for r in rows if r.correction and not r.correction_origin]
+        if todo:
+            origins = dict(self.class_choices())  # once: without a model it scans every row's guesses
+            for row in todo:
+                row.correction_origin = origins.get(row.correction) or None
+
     def class_choices(self) -> list[tuple[str, str]]:
         if self.engine.loaded:
             return [(n, self.engine.origin_of(n)) for n in self.engine.class_names]
@@ -345,6 +360,7 @@ class BrowseApp(App):
 
     def set_correction(self, row: Row, name: str | None) -> None:
         row.correction = name
+        row.correction_origin = (self.origin_of(name) or None) if name else None
         try:
             self.store.save_corrections(self.results.corrections)
         except DkgzslError as e:

@@ -106,9 +106,16 @@ class DetailPane(Container):
             t.append(f"  truth: {row.truth}", style="dim")
         if row.correction:
             t.append(f"  → {row.correction}", style="bold cyan")
+            if row.origin:
+                t.append(f" ({row.origin})", style="cyan")
         title.update(t)
         self.query_one("#topk", Static).update(topk_table(row, BAR if self.screen.has_class("-wide") else 8))
-        self.query_one("#why", Static).update(Text("why: working…", style="dim"))
+        if row.pred.error:  # nothing to explain, and no worker will: say why now
+            why = Text("why: no explanation: ", style="dim")
+            why.append(row.pred.error, style="red")
+        else:
+            why = Text("why: working…", style="dim")
+        self.query_one("#why", Static).update(why)
 
     def set_picture(self, key: str, image) -> None:
         if self.row is None or self.row.key != key or not self.show_images:

@@ -1,12 +1,14 @@
 """Small modal screens: pick a class (type to narrow the list), ask for a line of text, help."""
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Markdown, OptionList
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 MODAL_CSS = """
@@ -87,40 +89,56 @@ class Prompt(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
-HELP = """\
-# dkgzsl browse
+HELP_KEYS = [  # (keys, what they do): every binding of the browser, including those the footer hides
+    ("↑ ↓ PgUp PgDn", "move through the photos; the pane shows the selected one"),
+    ("s  r", "sort: file → class → score → seen/unseen; reverse the order"),
+    ("/", "find: rows whose file name, class or truth has the text"),
+    ("c", "show one class only"),
+    ("escape", "clear every filter"),
+    ("l", "jump to the next low-confidence prediction"),
+    ("x  enter", "correct: pick the right class (the same class confirms it)"),
+    ("u", "undo the correction of this photo"),
+    ("e", "export results and corrections (.csv, .jsonl, .json)"),
+    ("a", "class editor: change attributes, save them as a new class"),
+    ("ctrl+p", "command palette: every action by name"),
+    ("?  q", "this help (escape or ? closes it); quit"),
+]
 
-Each row is a photo with the class the model gives it: **seen** classes had training photos, **unseen**
-ones only an attribute description, **user** ones were added later. The score is the calibrated
-probability (γ subtracted for seen classes); yellow scores are low-confidence (probability < 0.5).
-**truth** is the class in a labelled file name (`<class>__0001.jpg`), red when it differs.
+HELP_COLUMNS = [  # (column, what it means)
+    ("origin", "seen classes had training photos, unseen ones only an attribute description, user ones "
+               "were added later"),
+    ("score", "the calibrated probability (γ subtracted for seen classes); yellow below 0.5"),
+    ("truth", "the class in a labelled file name (<class>__0001.jpg), red when it differs"),
+]
 
-| key | action |
-|---|---|
-| ↑ ↓ PgUp PgDn | move through the photos; the pane shows the selected one |
-| `s` / `r` | sort by file → class → score → seen/unseen; reverse the order |
-| `/` | filter by text (file name, class, truth); empty to clear |
-| `c` | show one class only (`escape` clears every filter) |
-| `l` | jump to the next low-confidence prediction |
-| `x` / `enter` | mark the prediction wrong and pick the right class (pick the same one to confirm it) |
-| `u` | undo the correction of this photo |
-| `e` | export results and corrections (.csv, .jsonl, .json) |
-| `a` | class editor: change a class's attributes and save it as a new class |
-| `ctrl+p` | command palette: every action by name |
-| `?` | this help · `q` quit |
 
-Corrections are saved to the run folder on every change; nothing is lost when you quit.
-"""
+def help_text(width: int = 80) -> Group:
+    """The help as one compact block (no rules between rows: it fits a 100×30 terminal whole)."""
+    keys = Table.grid(padding=(0, 2))
+    keys.add_column(style="bold cyan", no_wrap=True)
+    keys.add_column(ratio=1)
+    for k, what in HELP_KEYS:
+        keys.add_row(k, what)
+    cols = Table.grid(padding=(0, 2))
+    cols.add_column(style="bold", no_wrap=True)
+    cols.add_column(ratio=1)
+    for c, what in HELP_COLUMNS:
+        cols.add_row(c, what)
+    return Group(Text("dkgzsl browse: keys", style="bold"), keys, Text(""),
+                 Text("Each row is a photo and the class the model gives it. Columns:", style="bold"), cols,
+                 Text(""), Text("Corrections are saved to the run folder on every change; nothing is lost "
+                                "when you quit.", style="dim"))
 
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 90%; border: thick $primary;
-        background: $surface; }
+    HelpScreen > VerticalScroll { width: 96; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1; }
+    HelpScreen Static { width: 100%; }
     """
     BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Markdown(HELP)
+        with VerticalScroll():  # scrolls (arrows, PgDn) where the terminal is smaller still
+            yield Static(help_text(), id="help")

@@ -28,6 +28,7 @@ class Row:
     pred: Prediction
     truth: str | None = None
     correction: str | None = None  # the class the user says is right (may equal the prediction: confirmed)
+    correction_origin: str | None = None  # seen / unseen / user of ``correction``, when it is known
 
     @property
     def top(self) -> Guess | None:
@@ -41,6 +42,16 @@ class Row:
     def label(self) -> str | None:
         """The class this photo ends up with: the correction if any, else the prediction."""
         return self.correction or (self.top.name if self.top else None)
+
+    @property
+    def origin(self) -> str:
+        """seen / unseen / user of the class this photo ends up with (``label``): a corrected photo takes its
+        new class's origin; "" when that is not known (no model, and the class is not among the guesses)."""
+        if self.correction and (self.top is None or self.correction != self.top.name):
+            if self.correction_origin:
+                return self.correction_origin
+            return next((g.origin for g in self.pred.top if g.name == self.correction), "")
+        return self.top.origin if self.top else ""
 
     @property
     def low_confidence(self) -> bool:
@@ -84,7 +95,7 @@ class ResultSet:
         if self.sort_by == "score":
             return (top is None, -(top.score if top else 0.0))
         if self.sort_by == "origin":
-            return (top.origin if top else "\uffff", row.label or "", row.name)
+            return (row.origin or "\uffff", row.label or "", row.name)
         return (row.name, row.pred.path)
 
     def visible(self) -> list[Row]:

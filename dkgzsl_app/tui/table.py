@@ -35,7 +35,8 @@ def cells(row: Row, widths: dict[str, int]) -> list:
         cls = Text(fit("✓ " + top.name, widths["class"]), style="green")
     else:
         cls = Text(fit(top.name, widths["class"]))
-    return [photo, cls, Text(top.origin, style=ORIGIN_STYLE.get(top.origin, "")), score, truth]
+    origin = row.origin  # a corrected row shows its new class's origin
+    return [photo, cls, Text(origin, style=ORIGIN_STYLE.get(origin, "")), score, truth]
 
 
 class ResultsTable(DataTable):
