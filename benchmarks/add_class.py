@@ -69,7 +69,7 @@ def rss_mb() -> float:
 def child(bundle: str, n: int, pre: int) -> None:
     import torch  # noqa: F401
 
-    from dkgzsl_app.userclasses import add_classes
+    from dkgzsl_app.classes import add_classes
 
     src = f"local-dir:{bundle}"
     if pre:
@@ -119,7 +119,7 @@ def full_head_step_seconds(bundle: Path, steps: int = 3) -> dict:
     import torch.nn.functional as F
 
     from dkgzsl_app.models.bundle import load_bundle
-    from dkgzsl_app.refit import RefitConfig, generated_embeddings
+    from dkgzsl_app.classes.refit import RefitConfig, generated_embeddings
 
     b = load_bundle(bundle)
     k = RefitConfig().per_class(C)
@@ -151,7 +151,7 @@ def main() -> None:
                "add_1_to_50": run_child(bundle, 1, pre=50), "cli_add_1": run_cli(bundle, work)}
     for k, v in results.items():
         print(k, v, flush=True)
-    from dkgzsl_app.refit import RefitConfig
+    from dkgzsl_app.classes.refit import RefitConfig
 
     out = {"benchmark": "add_class", "weights": "random (timing only)",
            "model": {"classes": C, "seen": SEEN, "attributes": A, "feature_dim": D, "generator_hidden": H,

@@ -55,7 +55,7 @@ def full_head_refit(bundle, values, steps: int = 200, lr: float = 1e-3):
     import torch
     import torch.nn.functional as F
 
-    from dkgzsl_app.refit import RefitConfig, generated_embeddings
+    from dkgzsl_app.classes.refit import RefitConfig, generated_embeddings
 
     cfg, model = bundle.config, bundle.model
     c, k = cfg.num_classes, RefitConfig().per_class(cfg.num_classes)
@@ -119,10 +119,10 @@ def main() -> None:
 
     import dkgzsl_app
     from dkgzsl_app.cache import FeatureCache
-    from dkgzsl_app.classify import DEFAULT_MODEL, resolve_source
+    from dkgzsl_app.sources import DEFAULT_MODEL, resolve_source
     from dkgzsl_app.models.bundle import load_bundle
     from dkgzsl_app.trainer.render import write_test_photos
-    from dkgzsl_app.userclasses import add_classes
+    from dkgzsl_app.classes import add_classes
 
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     bundle = load_bundle(resolve_source(DEFAULT_MODEL))

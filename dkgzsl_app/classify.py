@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .models.errors import BundleError
+from .sources import DEFAULT_MODEL, bundled_models, resolve_source  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -26,37 +27,6 @@ class Prediction:
     path: str
     top: list[Guess] = field(default_factory=list)
     error: str = ""  # why the file could not be classified ("" when it was)
-
-
-DEFAULT_MODEL = "demo-shapes"
-
-
-def bundled_models() -> dict[str, Path]:
-    """Bundles shipped inside the package (models/pretrained/<name>/), by name."""
-    from . import models
-
-    root = Path(models.__file__).parent / "pretrained"
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()} if root.is_dir() else {}
-
-
-def resolve_source(source: str, offline: bool = False) -> Path:
-    """``hf-hub:ORG/NAME[@REV]``, ``local-dir:PATH``, a bundled model name or a folder path → the local
-    bundle folder."""
-    if source.startswith("local-dir:"):
-        return Path(source[len("local-dir:"):])
-    if source.startswith("hf-hub:"):
-        from .hub import download_bundle, parse_hub_source
-
-        return download_bundle(parse_hub_source(source), offline)
-    bundled = bundled_models()
-    if source in bundled and not Path(source).is_dir():
-        return bundled[source]
-    if Path(source).is_dir():
-        return Path(source)
-    names = ", ".join(bundled) or "none"
-    raise BundleError(f"model {source!r} is neither a bundle folder, a bundled model ({names}) nor a Hub name: "
-                      "use local-dir:PATH for a folder on disk or hf-hub:ORG/NAME[@REVISION] for the "
-                      "Hugging Face Hub.")
 
 
 def pick_device(name: str = "auto") -> str:
@@ -86,7 +56,7 @@ class Classifier:
     def reload_classes(self) -> None:
         """Re-read the class registry (user classes added, removed or renamed since): swaps the class list
         and the head only; the backbone and the built-in weights stay. An empty registry gives the bundle."""
-        from .userclasses import with_user_classes
+        from .classes import with_user_classes
 
         self.bundle = with_user_classes(self.base_bundle, self.device)
         self.model = self.bundle.model.eval()

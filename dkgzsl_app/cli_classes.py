@@ -1,6 +1,8 @@
-"""``dkgzsl add-class`` and ``dkgzsl classes list|show|export|remove|rename``: the class registry from the shell.
+"""``dkgzsl add-class`` and ``dkgzsl classes list|show|export|remove|rename|repair``: the class registry from
+the shell.
 
-Registered on the main app by cli.py. Like every command, the heavy imports happen inside the commands.
+Registered on the main app by cli.py. Like every command, the heavy imports happen inside the commands; a
+DkgzslError propagates to the app group, which prints it and exits with its code.
 """
 from __future__ import annotations
 
@@ -10,23 +12,13 @@ from typing import Optional
 
 import typer
 
-from .classify import DEFAULT_MODEL
+from .sources import DEFAULT_MODEL
 from .cli_util import fail as _fail, warn as _warn
 
 MODEL_HELP = "Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."
 
 classes_app = typer.Typer(help="Classes of a model: built-in and user-added (the class registry).",
                           no_args_is_help=True)
-
-
-def _run(fn):
-    """Call ``fn()``; a DkgzslError becomes its message on stderr and a non-zero exit, no traceback."""
-    from .models.errors import DkgzslError
-
-    try:
-        return fn()
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
 
 
 def _parse_sets(sets: list[str]) -> dict[str, str]:
@@ -54,7 +46,7 @@ def add_class(
     fitted against a replay of the model's own classes. The bundle is not changed: user classes live in
     the class registry (dkgzsl classes list --user; dkgzsl classes remove NAME undoes an add).
     """
-    from .userclasses import add_classes, add_classes_from_csv, derive_class
+    from .classes import add_classes, add_classes_from_csv, derive_class
 
     if (attributes is None) == (from_class is None):
         _fail("give either --attributes CSV or --from-class NAME --name NEW [--set ATTRIBUTE=VALUE ...].", 2)
@@ -62,12 +54,12 @@ def add_class(
         if not name:
             _fail("--from-class needs --name NEW: the name of the class to add.", 2)
         settings = _parse_sets(sets)
-        values = _run(lambda: derive_class(model, from_class, settings, offline))
-        added = _run(lambda: add_classes(model, {name: values}, offline, warn=_warn))
+        values = derive_class(model, from_class, settings, offline)
+        added = add_classes(model, {name: values}, offline, warn=_warn)
     else:
         if sets or name:
             _fail("--name and --set go with --from-class; with --attributes the CSV names the classes.", 2)
-        added = _run(lambda: add_classes_from_csv(model, attributes, offline, warn=_warn))
+        added = add_classes_from_csv(model, attributes, offline, warn=_warn)
     if as_json:
         typer.echo(json.dumps({"model": model, "added": added}))
     elif added:
@@ -84,9 +76,9 @@ def classes_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every class of the model with its origin: seen, unseen (built in) or user (added)."""
-    from .userclasses import all_classes
+    from .classes import all_classes
 
-    table = _run(lambda: all_classes(model, offline, user_only=user))
+    table = all_classes(model, offline, user_only=user)
     rows = [{"name": n, "origin": o} for n, o in zip(table.names, table.origins)]
     if as_json:
         typer.echo(json.dumps(rows))
@@ -108,22 +100,26 @@ def classes_show(
     """A class's origin and attribute values."""
     import difflib
 
-    from .userclasses import all_classes
+    import numpy as np
 
-    table = _run(lambda: all_classes(model, offline))
+    from .classes import all_classes
+
+    table = all_classes(model, offline)
     if name not in table.names:
         close = difflib.get_close_matches(name, table.names, n=3)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         _fail(f"{name!r}: no such class{hint}. List them with `dkgzsl classes list`.")
     i = table.names.index(name)
-    values = {a: float(v) for a, v in zip(table.attribute_names, table.values[i])}
+    # float32 values shown as their shortest text (0.3, not 0.300000012): what the user typed reads back
+    text = {a: str(np.float32(v)) for a, v in zip(table.attribute_names, table.values[i])}
+    values = {a: float(t) for a, t in text.items()}
     if as_json:
         typer.echo(json.dumps({"name": name, "origin": table.origins[i], "attributes": values}))
         return
     typer.echo(f"{name} ({table.origins[i]})")
     width = max(len(a) for a in values)
-    for a, v in values.items():
-        typer.echo(f"  {a:<{width}}  {v:.9g}")
+    for a, v in text.items():
+        typer.echo(f"  {a:<{width}}  {v}")
 
 
 @classes_app.command("export")
@@ -136,14 +132,14 @@ def classes_export(
     """Write the classes as a class CSV (name, origin, attributes) that add-class reads back unchanged."""
     from .models.atomic import atomic_write_bytes
     from .models.classcsv import class_csv_bytes
-    from .userclasses import all_classes
+    from .classes import all_classes
 
-    table = _run(lambda: all_classes(model, offline, user_only=user_only))
+    table = all_classes(model, offline, user_only=user_only)
     data = class_csv_bytes(table)
     if output is None:
         typer.echo(data.decode("utf-8"), nl=False)
     else:
-        _run(lambda: atomic_write_bytes(output, data))
+        atomic_write_bytes(output, data)
         typer.echo(f"{len(table.names)} classes written to {output}", err=True)
 
 
@@ -154,9 +150,9 @@ def classes_remove(
     offline: bool = typer.Option(False, "--offline"),
 ) -> None:
     """Remove user classes (the remaining ones are refit; with none left the model is the bundle exactly)."""
-    from .userclasses import remove_classes
+    from .classes import remove_classes
 
-    removed = _run(lambda: remove_classes(model, names, offline))
+    removed = remove_classes(model, names, offline, warn=_warn)
     typer.echo(f"removed {', '.join(removed)}")
 
 
@@ -168,10 +164,40 @@ def classes_rename(
     offline: bool = typer.Option(False, "--offline"),
 ) -> None:
     """Rename a user class."""
-    from .userclasses import rename_class
+    from .classes import rename_class
 
-    _run(lambda: rename_class(model, old, new, offline))
+    rename_class(model, old, new, offline)
     typer.echo(f"renamed {old} to {new}")
+
+
+@classes_app.command("repair")
+def classes_repair(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=MODEL_HELP),
+    offline: bool = typer.Option(False, "--offline"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Make a damaged class registry usable again (after a file in it was edited or corrupted).
+
+    The damaged files are moved into a set-aside folder of the registry (nothing is deleted); the user
+    classes whose entries still verify are kept (and refit). A registry that verifies is left alone.
+    """
+    from .classes import repair_classes
+
+    done = repair_classes(model, offline, warn=_warn)
+    if as_json:
+        typer.echo(json.dumps({"model": model, "kept": done.kept, "lost": done.lost,
+                               "set_aside": str(done.set_aside) if done.set_aside else None}))
+        return
+    if done.set_aside is None:
+        typer.echo(f"the class registry verifies: nothing to repair ({len(done.kept)} user classes)")
+        return
+    typer.echo(f"repaired: {done.problem}")
+    typer.echo(f"kept {len(done.kept)} user class{'es' if len(done.kept) != 1 else ''}"
+               + (f": {', '.join(done.kept)}" if done.kept else ""))
+    if done.lost:
+        typer.echo(f"set aside {len(done.lost)} whose entries did not verify: {', '.join(done.lost)} (check their "
+                   f"rows in the class table there and add them back with dkgzsl add-class --attributes)")
+    typer.echo(f"damaged files moved to {done.set_aside}")
 
 
 def register(app: typer.Typer) -> None:

@@ -118,7 +118,7 @@ def _parse_header(path: Path, header: list[str]) -> list[str]:
     return cols
 
 
-def _check_columns(path: Path, attrs: list[str], expected: list[str]) -> None:
+def _check_columns(path: Path, attrs: list[str], expected: list[str], require_origin: bool = True) -> None:
     expected_set, attrs_set = set(expected), set(attrs)
     unknown = [a for a in attrs if a not in expected_set]
     missing = [a for a in expected if a not in attrs_set]
@@ -137,7 +137,8 @@ def _check_columns(path: Path, attrs: list[str], expected: list[str]) -> None:
         parts.append(f"missing column(s) {shown}{more}")
     raise DataError(
         f"{path}: row 1 (header): " + "; ".join(parts) + ". The columns must be exactly "
-        f"name, origin and the model's {len(expected)} attributes (any order); "
+        f"name, {'origin' if require_origin else 'optionally origin,'} and the model's {len(expected)} attributes "
+        "(any order); "
         "list them with the model's attribute names."
     )
 
@@ -220,7 +221,7 @@ def read_class_csv(
     if not attrs:
         raise DataError(f"{path}: row 1 (header) has no attribute columns. Add one column per attribute.")
     if attribute_names is not None:
-        _check_columns(path, attrs, list(attribute_names))
+        _check_columns(path, attrs, list(attribute_names), require_origin)
 
     names: list[str] = []
     origins: list[str] = []

@@ -161,3 +161,83 @@ def test_option_errors(model, tmp_path):
     assert r.exit_code == 1 and "nope.csv: file not found" in r.stderr
     r = cli("classes", "remove", "cat", "--model", model)
     assert r.exit_code == 1 and "only user classes can be removed" in r.stderr
+
+
+def advised_command(stderr: str) -> list[str]:
+    """The `dkgzsl ...` command an error message advises, as CliRunner arguments."""
+    import re
+    import shlex
+
+    found = re.search(r"`dkgzsl (classes repair[^`]*)`", " ".join(stderr.split()))
+    assert found, stderr
+    return shlex.split(found.group(1))
+
+
+def tamper_table(model):
+    from pathlib import Path
+
+    from dkgzsl_app.classes.registry import registry_dir
+    from dkgzsl_app.models.bundle import load_bundle
+
+    folder = registry_dir(load_bundle(Path(model.removeprefix("local-dir:"))).config.weights_sha256)
+    table = next(folder.glob("classes-*.csv"))
+    table.write_text(table.read_text().replace("big_pot,user,0,1,1,1", "big_pot,user,0,1,1,0.9"))
+    return table
+
+
+def test_a_hand_edited_registry_is_not_a_dead_end(model, tmp_path):
+    """Defect 4: the advice after a hand edit (then `classes remove`) failed with the same error."""
+    assert add(model, write_csv(tmp_path / "new.csv", HEADER + "hot_cat,1,1,0,0.5\nbig_pot,0,1,1,1\n")).exit_code == 0
+    table = tamper_table(model)
+    r = cli("classes", "list", "--model", model)
+    assert r.exit_code == 1 and "does not match the sha256" in r.stderr and "Traceback" not in r.output
+    args = advised_command(r.stderr)
+    assert args == ["classes", "repair", "--model", model]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "kept 1 user class: hot_cat" in r.stdout and "big_pot" in r.stdout and "moved to" in r.stdout
+    assert user_classes(model) == ["hot_cat"]
+    aside = [p for p in table.parent.iterdir() if p.name.startswith("set-aside-")]
+    assert len(aside) == 1 and "big_pot,user,0,1,1,0.9" in (aside[0] / table.name).read_text()
+    r = cli("classes", "repair", "--model", model, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["set_aside"] is None
+    r = cli("classes", "remove", "hot_cat", "--model", model)
+    assert r.exit_code == 0 and user_classes(model) == []
+
+
+def test_classify_on_a_hand_edited_registry_advises_a_repair_that_works(tmp_path):
+    from tui_helpers import make_bundle, make_photos
+
+    model = f"local-dir:{make_bundle(tmp_path / 'photo-bundle')}"
+    photo = str(make_photos(tmp_path / "photos")[0])
+    r = cli("add-class", "--from-class", "cat", "--name", "big_pot", "--set", "hot=1", "--model", model)
+    assert r.exit_code == 0, r.output
+    from dkgzsl_app.classes.registry import registry_dir
+    from dkgzsl_app.models.bundle import load_bundle
+
+    folder = registry_dir(load_bundle(tmp_path / "photo-bundle").config.weights_sha256)
+    table = next(folder.glob("classes-*.csv"))
+    table.write_text(table.read_text() + "\n")  # any edit by hand
+    args = ["classify", photo, "--model", model, "--device", "cpu", "--format", "json", "--no-cache"]
+    r = cli(*args)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "classes remove" not in r.stderr  # the old advice, which failed with the same error
+    r = cli(*advised_command(r.stderr))
+    assert r.exit_code == 0 and "kept 1 user class: big_pot" in r.stdout, r.output
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+
+
+def test_show_prints_the_shortest_float32_text(model, tmp_path):
+    add(model, write_csv(tmp_path / "x.csv", HEADER + "x,0.3,1,0,0.1\n"))
+    r = cli("classes", "show", "x", "--model", model)
+    assert "0.300000012" not in r.stdout and r.stdout.split() == ["x", "(user)", "furry", "0.3", "hot", "1.0",
+                                                                   "ceramic", "0.0", "size", "0.1"]
+    assert json.loads(cli("classes", "show", "x", "--model", model, "--json").stdout)["attributes"]["furry"] == 0.3
+
+
+def test_missing_column_message_says_origin_is_optional(model, tmp_path):
+    r = add(model, write_csv(tmp_path / "x.csv", "name,furry,hot,ceramic\nx,1,1,0\n"))
+    assert r.exit_code == 1 and "missing column(s) 'size'" in r.stderr
+    text = " ".join(r.stderr.split())
+    assert "exactly name, optionally origin, and the model's 4 attributes" in text

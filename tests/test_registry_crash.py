@@ -15,8 +15,8 @@ import pytest
 
 from dkgzsl_app.models import atomic
 from dkgzsl_app.models.bundle import load_bundle
-from dkgzsl_app.registry import read_registry, registry_dir
-from dkgzsl_app.userclasses import add_classes, list_user_classes, with_user_classes
+from dkgzsl_app.classes.registry import read_registry, registry_dir
+from dkgzsl_app.classes import add_classes, list_user_classes, with_user_classes
 
 from userclass_helpers import ATTRS, tiny_bundle
 
@@ -45,8 +45,8 @@ def _child_add(home: str, source: str, names: list, ready=None, go=None) -> None
 @pytest.fixture(scope="module")
 def ctx():
     c = mp.get_context("forkserver")
-    c.set_forkserver_preload(["torch", "numpy", "safetensors.numpy", "dkgzsl_app.userclasses",
-                              "dkgzsl_app.refit", "dkgzsl_app.models.bundle", "dkgzsl_app.models.networks"])
+    c.set_forkserver_preload(["torch", "numpy", "safetensors.numpy", "dkgzsl_app.classes",
+                              "dkgzsl_app.classes.refit", "dkgzsl_app.models.bundle", "dkgzsl_app.models.networks"])
     return c
 
 
@@ -119,7 +119,7 @@ def test_a_failure_at_any_write_leaves_old_or_new(tmp_path, monkeypatch):
         calls.append(path)
         return real(path, data)
 
-    import dkgzsl_app.registry as registry
+    import dkgzsl_app.classes.registry as registry
 
     monkeypatch.setattr(registry, "atomic_write_bytes", counting)
     add_classes(src, {"c_1": values(1)})

@@ -8,12 +8,12 @@ import torch
 
 import dkgzsl_app
 from dkgzsl_app.cache import FeatureCache
+from dkgzsl_app.classes import (UserClassWarning, add_classes, list_user_classes, remove_classes, rename_class,
+                                repair_classes, with_user_classes)
+from dkgzsl_app.classes.registry import RegistryError, locked, read_registry, registry_dir
 from dkgzsl_app.locations import data_dir
 from dkgzsl_app.models.bundle import load_bundle
 from dkgzsl_app.models.errors import DataError
-from dkgzsl_app.registry import RegistryError, read_registry, registry_dir
-from dkgzsl_app.userclasses import (UserClassWarning, add_classes, list_user_classes, remove_classes, rename_class,
-                                    with_user_classes)
 
 from tui_helpers import make_bundle, make_photos
 from userclass_helpers import ATTRS, tiny_bundle
@@ -126,15 +126,61 @@ def test_tampered_registry_names_the_file_and_the_fix(tiny):
     data = bytearray(head.read_bytes())
     data[-1] ^= 1
     head.write_bytes(bytes(data))
-    with pytest.raises(RegistryError, match=f"{head.name} does not match the sha256.*dkgzsl classes remove"
-                                            ".*delete the folder"):
+    with pytest.raises(RegistryError, match=f"{head.name} does not match the sha256.*dkgzsl classes repair "
+                                            f"--model local-dir:{tiny}`.*set-aside-.*nothing is deleted"):
         with_user_classes(load_bundle(tiny))
     remove_classes(src, ["b"])  # removing (or adding) refits from the class table and heals the head
     assert with_user_classes(load_bundle(tiny)).config.class_names[-1] == "hot_cat"
     table = next(folder.glob("classes-*.csv"))
     table.write_text(table.read_text().replace("hot_cat", "not_cat"))
-    with pytest.raises(RegistryError, match="classes-.*csv does not match"):
+    with pytest.raises(RegistryError, match="classes-.*csv does not match.*dkgzsl classes repair --model"):
         list_user_classes(src)
+
+
+def test_repair_keeps_the_entries_that_verify_and_sets_the_rest_aside(tiny):
+    """Defect 4: a hand-edited class table used to be a dead end (remove failed like classify)."""
+    src = f"local-dir:{tiny}"
+    add_classes(src, {"hot_cat": HOT_CAT, "b": {"furry": 0, "hot": 0, "ceramic": 1, "size": 1}})
+    folder = registry_dir(load_bundle(tiny).config.weights_sha256)
+    table = next(folder.glob("classes-*.csv"))
+    edited = table.read_text().replace("b,user,0,0,1,1", "b,user,0,0,1,0.5")
+    assert edited != table.read_text()
+    table.write_text(edited)
+    with pytest.raises(RegistryError):
+        remove_classes(src, ["b"])
+    done = repair_classes(src)
+    assert done.kept == ["hot_cat"] and done.lost == ["b"] and "does not match" in done.problem
+    assert (done.set_aside / table.name).read_text() == edited  # the user's edit is kept, not deleted
+    assert (done.set_aside / "manifest.json").is_file() and done.set_aside.parent == folder
+    assert list_user_classes(src) == ["hot_cat"]
+    assert with_user_classes(load_bundle(tiny)).config.class_names[-1] == "hot_cat"
+    assert repair_classes(src).set_aside is None  # verifies now: nothing to do
+    add_classes(src, {"b": {"furry": 0, "hot": 0, "ceramic": 1, "size": 0.5}})  # and the lost one comes back
+    assert list_user_classes(src) == ["hot_cat", "b"]
+
+
+def test_repair_of_a_garbled_manifest_keeps_nothing_but_deletes_nothing(tiny):
+    src = f"local-dir:{tiny}"
+    add_classes(src, {"hot_cat": HOT_CAT})
+    folder = registry_dir(load_bundle(tiny).config.weights_sha256)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="not a valid class-registry manifest.*dkgzsl classes repair"):
+        list_user_classes(src)
+    done = repair_classes(src)
+    assert done.kept == [] and done.set_aside is not None
+    assert sorted(p.name.split("-")[0] for p in done.set_aside.iterdir()) == ["classes", "head", "manifest.json"]
+    assert list_user_classes(src) == []
+
+
+def test_a_held_lock_times_out_with_a_clear_error(tiny):
+    """The old lock ignored its timeout on POSIX (flock blocked forever)."""
+    folder = registry_dir(load_bundle(tiny).config.weights_sha256)
+    with locked(folder):
+        with pytest.raises(RegistryError, match="another dkgzsl is editing classes for this model.*wait"):
+            with locked(folder, timeout=0.2):
+                pass
+    with locked(folder, timeout=0.2):  # released: free again
+        pass
 
 
 def test_classifier_gets_user_classes_and_removal_restores_scores_exactly(photo_bundle, tmp_path):

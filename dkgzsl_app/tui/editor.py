@@ -1,6 +1,6 @@
 """The class editor: a class's attribute vector as editable numbers, saved as a new user class.
 
-Saving goes through the same code path as ``dkgzsl add-class`` (``userclasses.add_classes``), then the app
+Saving goes through the same code path as ``dkgzsl add-class`` (``classes.add_classes``), then the app
 reloads the class list and re-scores every photo from cached features: the backbone does not run again.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ClassEditor(Screen):
     @work(thread=True, exclusive=True, group="save-class", exit_on_error=False)
     def save(self, name: str, values: dict[str, float]) -> None:
         from ..models.errors import DkgzslError
-        from ..userclasses import add_classes
+        from ..classes import add_classes
 
         try:
             add_classes(self.engine.options.model, {name: values}, offline=self.engine.options.offline,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.networks import normalize_attributes
+from ..models.networks import normalize_attributes
 
 
 @dataclass
