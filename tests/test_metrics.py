@@ -213,3 +213,17 @@ def test_plot_writes_a_png(tmp_path):
         assert len(img.convert("RGB").getcolors(1 << 16)) > 2  # something was drawn
     assert [p.name for p in out.parent.iterdir()] == ["curve.png"]  # no temp file left
     m.plot_seen_unseen_curve(gammas, s * np.nan, u, out)  # a side without images: axes only
+
+
+def test_plot_into_an_unwritable_place_is_a_dkgzsl_error(tmp_path):
+    """The plot goes through the one atomic writer: a bad path is a DataError naming it, no temp file left."""
+    from dkgzsl_app.models.errors import DataError
+
+    gammas, s, u = np.array([0.0, 1.0]), np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(DataError, match="not-a-folder"):
+        m.plot_seen_unseen_curve(gammas, s, u, blocker / "curve.png")
+    with pytest.raises(DataError, match="folder"):
+        m.plot_seen_unseen_curve(gammas, s, u, tmp_path)  # a folder, not a file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]

@@ -84,6 +84,8 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     run = tmp_path / "cut"
     with pytest.raises(Interrupt):
         train_bundle(data, cfg, run, on_epoch=stop_after("select", 2))
+    with open(run / "select" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"epoch": 3, "d": 0.1')  # a torn line (e.g. written by an older dkgzsl when killed)
     with pytest.raises(Interrupt):
         train_bundle(data, cfg, run, resume=True, on_epoch=stop_after("final", 1))
     resumed = train_bundle(data, cfg, run, resume=True)
@@ -122,3 +124,24 @@ def test_released_code_lr_growth_option(data):
     base = tiny_config().lr
     assert lrs == pytest.approx([base, base, base * 1.09, base * 1.09, base * 1.09 ** 2])
     assert tr.opt_s.param_groups[0]["lr"] == tiny_config().student_lr  # the student's lr never grows
+
+
+def test_every_run_file_is_written_atomically(data, tmp_path, monkeypatch):
+    """train_config.json, checkpoints and metrics.jsonl all go through models/atomic.atomic_write_bytes."""
+    from pathlib import Path
+
+    from dkgzsl_app.trainer import checkpoint, loop, train
+
+    written = []
+    real = loop.atomic_write_bytes
+
+    def spy(path, blob, *args, **kwargs):
+        written.append(Path(path).relative_to(tmp_path).as_posix())
+        return real(path, blob, *args, **kwargs)
+
+    for module in (loop, train, checkpoint):
+        monkeypatch.setattr(module, "atomic_write_bytes", spy)
+    train_bundle(data, tiny_config(epochs=1, select="none"), tmp_path)
+    assert {"train_config.json", "final/metrics.jsonl", "final/checkpoint.pt"} <= set(written)
+    assert written.count("final/metrics.jsonl") == 3  # at the start, after the teacher, after epoch 1
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import losses as L
+from ..models.atomic import atomic_write_bytes
 from ..models.networks import ZSLModel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -228,7 +229,7 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
         ckpt, log = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
         if resume and ckpt.exists():
             tr.restore(load_checkpoint(ckpt), ckpt)
-        _rewrite_log(log, tr.history)  # drop lines of epochs the checkpoint never saw
+        write_log(log, tr.history)  # drop lines of epochs the checkpoint never saw
     if not tr.teacher_done:
         loss = tr.train_teacher()
         _record(tr, {"epoch": 0, "teacher_loss": loss}, ckpt, log, on_epoch)
@@ -252,14 +253,18 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
 def _record(tr: _Trainer, row: dict, ckpt, log, on_epoch) -> None:
     tr.history.append(row)
     if ckpt is not None:
-        save_checkpoint(tr.state(), ckpt)
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        save_checkpoint(tr.state(), ckpt)  # the checkpoint is the truth; the log mirrors its history
+        write_log(log, tr.history)
     if on_epoch:
         on_epoch(row)
 
 
-def _rewrite_log(log: Path, history: list[dict]) -> None:
-    tmp = log.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-    tmp.replace(log)
+def write_log(log: Path, history: list[dict]) -> None:
+    """``metrics.jsonl``: one JSON object per line, one line per finished epoch (0 = the teacher).
+
+    Rewritten whole and atomically after every epoch (a few hundred short lines at most), so a reader
+    or a crash never sees a torn line; an append-only log would need repairing on resume instead. The
+    checkpoint is written first: after a crash between the two the log is one epoch behind, and
+    ``--resume`` rewrites it from the checkpoint's history (dropping lines of epochs it never saw).
+    """
+    atomic_write_bytes(log, "".join(json.dumps(r) + "\n" for r in history).encode("utf-8"))

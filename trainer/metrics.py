@@ -12,12 +12,13 @@ gap float rounding of ``scores - gamma`` can decide, so the curve and default gr
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
+
+from ..models.atomic import atomic_write_bytes
 
 _TIE_TOL = 1e-12  # H values this close count as equal when choosing gamma
 
@@ -286,11 +287,6 @@ def plot_seen_unseen_curve(gammas, s, u, path, title="", mark=None) -> None:
     label = "AUSUC n/a" if math.isnan(area) else f"AUSUC {area:.4f}"
     draw.text((left, 12), f"{title}  {label}".strip(), fill="black", font=font)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left after a failure
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())  # creates the folder; OutputError if it cannot be written

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..models.atomic import atomic_write_bytes
 from ..models.bundle import save_bundle
 from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
 from ..models.errors import DataError
@@ -126,4 +127,4 @@ def _pin_config(path: Path, cfg: TrainConfig, fs: FeatureSet, resume: bool) -> N
         if not resume:
             raise DataError(f"{path.parent} already holds a run; pass --resume to continue it "
                             "or choose a new --out folder.")
-    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode("utf-8"))
