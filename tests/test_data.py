@@ -169,9 +169,22 @@ def test_no_val_loc_means_no_val_classes(tmp_path):
 def test_val_loc_that_is_no_class_split_warns(tmp_path):
     att, res = xlsa17_arrays()
     att["train_loc"] = att["val_loc"]  # train and val share every class
-    with pytest.warns(UserWarning, match="val_loc"):
-        fs = load_xlsa17(write_xlsa17(tmp_path / "d", att, res))
+    folder = write_xlsa17(tmp_path / "d", att, res)
+    with pytest.warns(UserWarning, match="val_loc"):  # the Python API's default
+        fs = load_xlsa17(folder)
     assert fs.val_classes is None
+    said = []  # the CLI passes its one warning path
+    assert load_features(folder, warn=said.append).val_classes is None
+    assert len(said) == 2 and all("val_loc" in m for m in said)
+
+
+def test_xlsa17_logic_lives_in_one_module():
+    """matio reads MATLAB files only; the xlsa17 layout is trainer/xlsa17.py; data.py re-exports its loader."""
+    from dkgzsl_app.trainer import data, matio, xlsa17
+
+    assert data.load_xlsa17 is xlsa17.load_xlsa17
+    assert not [n for n in vars(matio) if "xlsa17" in n or "classes_txt" in n]
+    assert not [n for n in vars(data) if n.startswith("xlsa17_")]
 
 
 def _move(att, src: str, dst: str, cls: int):

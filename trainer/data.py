@@ -1,15 +1,9 @@
-"""Feature data sets: loading, validating and splitting pre-extracted visual features.
+"""Feature data sets: the :class:`FeatureSet`, the dkgzsl feature folder, the validation split.
 
-Two on-disk formats are read, both into a :class:`FeatureSet`:
-
-**xlsa17** (Xian et al., "Zero-Shot Learning - the Good, the Bad and the Ugly"): a folder
-with ``att_splits.mat`` (``att`` (d, C), ``allclasses_names`` (C, 1), 1-based image
-indices ``trainval_loc``, ``test_seen_loc``, ``test_unseen_loc`` and optionally
-``train_loc``/``val_loc``) and ``res101.mat`` (``features`` (D, N), 1-based ``labels``
-(N, 1)). MATLAB v5 and v7.3 files both work (see :mod:`.matio`). Optional
-``trainvalclasses.txt``/``testclasses.txt`` are cross-checked against the splits.
-
-**Own format** (what :func:`save_feature_folder` writes), a folder with:
+Two on-disk formats are read, both into a :class:`FeatureSet`: **xlsa17** folders
+(``att_splits.mat`` + ``res101.mat``; everything about that layout is in :mod:`.xlsa17`, which
+reads the MATLAB files through :mod:`.matio`), and the project's **own format** (what
+:func:`save_feature_folder` writes), a folder with:
 
 * ``features.safetensors`` (read and written with ``safetensors.numpy``; no pickle):
     - ``features`` (N, D) float32,
@@ -36,10 +30,8 @@ import numpy as np
 from ..models.atomic import atomic_write_bytes
 from ..models.classcsv import ClassTable, read_class_csv, write_class_csv
 from ..models.errors import DataError
-from .matio import (
-    check_classes_txt, check_finite, integer_vector, name_list, read_mat, xlsa17_class_names, xlsa17_locs,
-    xlsa17_val_classes,
-)
+from .checks import check_finite, name_list
+from .xlsa17 import load_xlsa17  # re-exported: the xlsa17 format lives in .xlsa17
 
 __all__ = [
     "FeatureSet", "ValidationSplit", "ClassTable", "load_xlsa17", "load_feature_folder",
@@ -94,92 +86,6 @@ class FeatureSet:
             h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
             h.update(memoryview(arr).cast("B"))
         return h.hexdigest()
-
-
-def load_xlsa17(directory, features_file: str = "res101.mat",
-                attribute_names: list[str] | None = None) -> FeatureSet:
-    """Load an xlsa17 folder (``att_splits.mat`` + ``res101.mat``).
-
-    Args:
-        directory: The data set folder, e.g. ``xlsa17/data/CUB``.
-        features_file: The features file in that folder.
-        attribute_names: (d,) names for the rows of ``att``; default "attr_000", ...
-
-    Returns:
-        A FeatureSet; seen classes are those with trainval images. ``val_classes``
-        are the seen classes of ``val_loc`` that ``train_loc`` does not use (None, with
-        a warning, when ``val_loc`` is not a class-level split).
-
-    Raises:
-        DataError: a file or variable is missing or malformed, or the splits are
-            inconsistent (out-of-range indices, overlaps, seen/unseen mix-ups).
-    """
-    directory = Path(directory)
-    att_path, feat_path = directory / "att_splits.mat", directory / features_file
-    for p in (att_path, feat_path):
-        if not p.is_file():
-            raise DataError(f"{p}: file not found. An xlsa17 folder needs att_splits.mat and {features_file}.")
-    split_keys = ["trainval_loc", "test_seen_loc", "test_unseen_loc"]
-    m = read_mat(att_path, ["allclasses_names", "train_loc", "val_loc"], required=["att", *split_keys])
-    r = read_mat(feat_path, [], required=["features", "labels"])
-    aw, fw = f"{att_path}:", f"{feat_path}:"
-
-    att = np.asarray(m["att"])
-    if att.ndim != 2 or att.dtype.kind not in "iuf":
-        raise DataError(f"{aw} 'att' should be a numeric (attributes x classes) matrix, not {att.dtype} {att.shape}.")
-    attributes = np.ascontiguousarray(att.T, dtype=np.float32)  # (C, d)
-    n_cls, d = attributes.shape
-    check_finite(attributes, f"{aw} 'att'", "class", "attribute", "Fix or re-download the file.", base=1)
-    class_names = xlsa17_class_names(m, directory, n_cls, aw)
-    if attribute_names is None:
-        attribute_names = [f"attr_{j:03d}" for j in range(d)]
-    elif len(attribute_names) != d:
-        raise DataError(f"{aw} 'att' has {d} attributes (rows) but {len(attribute_names)} attribute names were "
-                        "given. Pass one name per attribute.")
-
-    feats = np.asarray(r["features"])
-    labels = integer_vector(r["labels"], f"{fw} 'labels'")
-    n = labels.size
-    if feats.ndim != 2 or feats.dtype.kind not in "iuf":
-        raise DataError(f"{fw} 'features' should be a numeric (D x N) matrix, not {feats.dtype} {feats.shape}.")
-    if feats.shape[1] == n:
-        feats = feats.T  # (N, D); a view, v5 files are column-major
-    elif feats.shape[0] != n:
-        raise DataError(f"{fw} 'features' is {feats.shape[0]} x {feats.shape[1]} but 'labels' has {n} entries; "
-                        "expected features of shape (D, N) with one label per image (column).")
-    features = np.ascontiguousarray(feats, dtype=np.float32)  # (N, D)
-    check_finite(features, f"{fw} 'features'", "image", "dimension", "Re-extract the features of that image.", base=1)
-    bad = (labels < 1) | (labels > n_cls)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{fw} 'labels': image {k + 1} has class {labels[k]}, but att_splits.mat 'att' has "
-                        f"attributes for classes 1..{n_cls} only (labels are 1-based). The two files do not match.")
-    labels -= 1  # (N,) 0-based
-
-    trainval, test_seen, test_unseen = (xlsa17_locs(m, k, n, aw) for k in split_keys)
-    for (ka, a), (kb, b) in [(("trainval_loc", trainval), ("test_unseen_loc", test_unseen)),
-                             (("trainval_loc", trainval), ("test_seen_loc", test_seen)),
-                             (("test_seen_loc", test_seen), ("test_unseen_loc", test_unseen))]:
-        both = np.intersect1d(a, b, assume_unique=True)
-        if both.size:
-            raise DataError(f"{aw} {both.size} image(s) are in both '{ka}' and '{kb}' (first: image "
-                            f"{both[0] + 1}, 1-based). Test images must never be trained on; "
-                            "use an unmodified att_splits.mat.")
-    seen = np.bincount(labels[trainval], minlength=n_cls) > 0  # (C,)
-    for key, idx, want_seen, fix in (
-        ("test_unseen_loc", test_unseen, False, "move them to 'test_seen_loc'"),
-        ("test_seen_loc", test_seen, True, "move them to 'test_unseen_loc' or give those classes trainval images"),
-    ):
-        wrong = idx[seen[labels[idx]] != want_seen]
-        if wrong.size:
-            kind = "seen (trainval)" if not want_seen else "unseen (no trainval images)"
-            cls = name_list(class_names, np.unique(labels[wrong]))
-            raise DataError(f"{aw} '{key}' has {wrong.size} image(s) of {kind} classes (first: image {wrong[0] + 1} "
-                            f"(1-based), classes {cls}). Use an unmodified att_splits.mat, or {fix}.")
-    check_classes_txt(directory, class_names, seen, np.unique(labels[test_unseen]))
-    val_classes = xlsa17_val_classes(m, labels, seen, n, aw, class_names)
-    return FeatureSet(features, labels, class_names, attributes, list(attribute_names), seen,
-                      trainval, test_seen, test_unseen, val_classes, source=f"xlsa17:{feat_path.resolve()}")
 
 
 # --------------------------------------------------------------------------- own format
@@ -301,11 +207,12 @@ def save_feature_folder(fs: FeatureSet, directory) -> None:
     write_class_csv(table, directory / CLASSES_FILE)
 
 
-def load_features(directory) -> FeatureSet:
+def load_features(directory, warn=None) -> FeatureSet:
     """Load a feature folder of either format, detected from the files present.
 
     ``att_splits.mat`` -> :func:`load_xlsa17`; ``features.safetensors`` ->
-    :func:`load_feature_folder`. A path to one of those files means its folder.
+    :func:`load_feature_folder`. A path to one of those files means its folder. ``warn`` gets
+    non-fatal notices (see :func:`load_xlsa17`).
 
     Raises:
         DataError: neither file is there (the message lists what was expected).
@@ -316,7 +223,7 @@ def load_features(directory) -> FeatureSet:
     if not directory.is_dir():
         raise DataError(f"{directory}: folder not found. Pass the folder that holds the features.")
     if (directory / "att_splits.mat").is_file():
-        return load_xlsa17(directory)
+        return load_xlsa17(directory, warn=warn)
     if (directory / FEATURES_FILE).is_file():
         return load_feature_folder(directory)
     raise DataError(f"{directory}: no features found. Expected either an xlsa17 folder (att_splits.mat + "
