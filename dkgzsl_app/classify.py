@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .models.errors import BundleError
+from .models.errors import BundleError, UsageError
 from .sources import DEFAULT_MODEL, bundled_models, resolve_source  # noqa: F401 (re-exported)
 
 
@@ -30,17 +30,10 @@ class Prediction:
 
 
 def pick_device(name: str = "auto") -> str:
-    import torch
+    """The torch device for ``name`` (auto, cpu, cuda, cuda:N or mps); see ``devices.parse_device``."""
+    from .devices import parse_device
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BundleError(f"device {name}: this torch build sees no CUDA device. Use --device cpu.")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise BundleError(f"device {name}: use auto, cpu, cuda, cuda:N or mps.")
-    return name
+    return parse_device(name)
 
 
 class Classifier:
@@ -75,11 +68,16 @@ class Classifier:
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
                  workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None) -> list[Prediction]:
         """Predictions for paths or PIL images, in input order; unreadable files get ``error`` set."""
+        import math
+
         import torch
 
-        got = self.features(images, batch_size, workers, cache, on_batch)
         cfg = self.bundle.config
         gamma = cfg.calibration if calibration is None else float(calibration)
+        if not math.isfinite(gamma):
+            raise UsageError(f"calibration {gamma}: γ must be a finite number (it is subtracted from seen-class "
+                             "scores; the bundle's own value is used when none is given).")
+        got = self.features(images, batch_size, workers, cache, on_batch)
         seen = torch.tensor(cfg.seen, dtype=torch.float32)
         names = [str(getattr(im, "filename", "") or f"<image {i}>") if not isinstance(im, (str, Path)) else str(im)
                  for i, im in enumerate(images)]

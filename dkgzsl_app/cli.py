@@ -1,6 +1,7 @@
 """The ``dkgzsl`` command line (Typer). Heavy libraries load inside commands, so --help is instant."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import Enum
@@ -11,10 +12,13 @@ import typer
 
 from . import __version__
 from .classify import DEFAULT_MODEL
-from .cli_util import fail as _fail, warn as _warn
 from .cli_classes import register as register_class_commands
+from .cli_util import DkgzslGroup, fail as _fail, finite as _finite, warn as _warn
+from .progress import photo_progress
+from .trainer.config import TrainConfig
 
 app = typer.Typer(
+    cls=DkgzslGroup,  # the one place a DkgzslError becomes `error: ...` and its exit code
     name="dkgzsl",
     help="Recognise image categories you have no photos of, from their attributes (generative zero-shot learning).",
     no_args_is_help=True,
@@ -33,6 +37,10 @@ class Ablation(str, Enum):
 class Select(str, Enum):
     val = "val"
     none = "none"
+
+
+# `train`'s option defaults are TrainConfig's field defaults (one training configuration, not a copy here).
+_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def _version(value: bool) -> None:
@@ -61,74 +69,77 @@ def train(
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
     backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
-    ablation: Ablation = typer.Option(Ablation.both, help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
-    epochs: int = typer.Option(30, help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
-    teacher_epochs: int = typer.Option(15, help="Epochs of teacher pre-training."),
-    batch_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-4, help="Adam learning rate of the generator and critic."),
-    student_lr: float = typer.Option(1e-3, help="Adam learning rate of the unified classifier."),
-    critic_steps: int = typer.Option(5, help="Critic updates per generator update."),
-    hidden_dim: int = typer.Option(4096, help="Hidden width of generator and critic."),
-    embed_dim: int = typer.Option(2048, help="Embedding width of teacher and student."),
-    gen_per_unseen: int = typer.Option(5, help="Generated features per unseen class per step."),
-    d3_weight: float = typer.Option(1e-4, help="λ: weight of the D3GZSL losses in the generator's objective."),
-    cls_weight: float = typer.Option(0.01, help="β: weight of the teacher's CE on generated seen features."),
-    tau_kl: float = typer.Option(1.0, help="Temperature of L_kl on L2-normalised logits."),
-    tau_be: float = typer.Option(1.0, help="Temperature on the cosines of L_be."),
-    tau_od: float = typer.Option(1.0, help="Temperature on the cosines of L_od."),
-    od_target: str = typer.Option("class", help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
-    select: Select = typer.Option(Select.val, help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
-    seed: int = typer.Option(0),
+    ablation: Ablation = typer.Option(Ablation(_TRAIN["ablation"]), help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
+    epochs: int = typer.Option(_TRAIN["epochs"], help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
+    teacher_epochs: int = typer.Option(_TRAIN["teacher_epochs"], help="Epochs of teacher pre-training."),
+    batch_size: int = typer.Option(_TRAIN["batch_size"]),
+    lr: float = typer.Option(_TRAIN["lr"], help="Adam learning rate of the generator and critic."),
+    student_lr: float = typer.Option(_TRAIN["student_lr"], help="Adam learning rate of the unified classifier."),
+    critic_steps: int = typer.Option(_TRAIN["critic_steps"], help="Critic updates per generator update."),
+    hidden_dim: int = typer.Option(_TRAIN["hidden_dim"], help="Hidden width of generator and critic."),
+    embed_dim: int = typer.Option(_TRAIN["embed_dim"], help="Embedding width of teacher and student."),
+    gen_per_unseen: int = typer.Option(_TRAIN["gen_per_unseen"], help="Generated features per unseen class per step."),
+    d3_weight: float = typer.Option(_TRAIN["d3_weight"], help="λ: weight of the D3GZSL losses in the generator's objective."),
+    cls_weight: float = typer.Option(_TRAIN["cls_weight"], help="β: weight of the teacher's CE on generated seen features."),
+    tau_kl: float = typer.Option(_TRAIN["tau_kl"], help="Temperature of L_kl on L2-normalised logits."),
+    tau_be: float = typer.Option(_TRAIN["tau_be"], help="Temperature on the cosines of L_be."),
+    tau_od: float = typer.Option(_TRAIN["tau_od"], help="Temperature on the cosines of L_od."),
+    od_target: str = typer.Option(_TRAIN["od_target"], help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
+    select: Select = typer.Option(Select(_TRAIN["select"]), help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
+    seed: int = typer.Option(_TRAIN["seed"]),
     attribute_names: Optional[Path] = typer.Option(None, help="Text file with one attribute name per line (xlsa17 has none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
     """Train a generator + D3GZSL unified classifier on feature files and write a bundle."""
-    from .models.errors import DkgzslError
+    from .devices import parse_device
+    from .models.atomic import check_writable_folder
     from .progress import TrainProgress
 
+    if (features is None) == (images is None):
+        _fail("give either --features DIR or --images DIR (with --attributes CSV).", 2)
+    if images is not None and attributes is None:
+        _fail("--images needs --attributes CSV: the class table of every class, seen and unseen.", 2)
+    if features is not None and not features.exists():
+        _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
+              "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
+    cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
+                      batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
+                      hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
+                      gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
+                      tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target,
+                      select=select.value, seed=seed)
     try:
-        import torch
-
-        from .trainer.config import TrainConfig
-        from .trainer.data import load_features
-        from .trainer.train import train_bundle
-
-        if threads:
-            torch.set_num_threads(threads)
-        names = None
-        if attribute_names is not None:
-            names = [ln.strip() for ln in attribute_names.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        dev = _device(device)
-        bb_config = None
-        if (features is None) == (images is None):
-            _fail("give either --features DIR or --images DIR (with --attributes CSV).", 2)
-        if images is not None:
-            if attributes is None:
-                _fail("--images needs --attributes CSV: the class table of every class, seen and unseen.", 2)
-            fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2)
-        else:
-            if not features.exists():
-                _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
-                      "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
-            fs = load_features(features) if names is None else _load_named(features, names)
-        cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
-                          batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
-                          hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
-                          gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
-                          tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target,
-                          select=select.value, seed=seed)
+        cfg.validate()
+    except ValueError as e:
+        _fail(str(e), 2)
+    names = None
+    if attribute_names is not None:
         try:
-            cfg.validate()
-        except ValueError as e:
-            _fail(str(e), 2)
-        with TrainProgress(enabled=not as_json) as bar:
-            outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
-                                   device=dev, backbone=bb_config)
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
+            text = attribute_names.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"{attribute_names}: cannot read the attribute names ({getattr(e, 'strerror', None) or e}).")
+        names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    dev = parse_device(device)
+    check_writable_folder(out, "run folder (--out)")  # before minutes of work, not after
+
+    import torch
+
+    from .trainer.data import load_features
+    from .trainer.train import train_bundle
+
+    if threads:
+        torch.set_num_threads(threads)
+    bb_config = None
+    if images is not None:
+        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2)
+    else:
+        fs = load_features(features) if names is None else _load_named(features, names)
+    with TrainProgress(enabled=not as_json) as bar:
+        outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
+                               device=dev, backbone=bb_config)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
               "calibration": outcome.calibration}
     if as_json:
@@ -136,18 +147,6 @@ def train(
     else:
         typer.echo(f"bundle written to {outcome.bundle_dir} (epochs {outcome.best_epoch}, "
                    f"calibration γ = {outcome.calibration:.4g})")
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        _fail(f"--device {name}: this torch build sees no CUDA device. Use --device cpu.", 2)
-    if name != "cpu" and not name.startswith("cuda"):
-        _fail(f"--device {name}: use auto, cpu, cuda or cuda:N.", 2)
-    return name
 
 
 def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int):
@@ -158,9 +157,13 @@ def _images_feature_set(images: Path, attributes: Path, backbone_name: str, devi
     from .models.backbone import OFFLINE, create_backbone
 
     bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
-    fs = feature_set_from_images(images, attributes, bb, device, FeatureCache(feature_cache_file()),
-                                 workers=workers, warn=_warn)
+    fs = feature_set_from_images(images, attributes, bb, device, FeatureCache(feature_cache_file(), warn=_warn),
+                                 workers=workers, warn=_warn, progress=_extraction_progress)
     return fs, bb.config
+
+
+def _extraction_progress(total: int):
+    return photo_progress(total, "extracting features", min_total=16)
 
 
 def _load_named(features: Path, names: list[str]):
@@ -175,36 +178,34 @@ def evaluate(
     features: Optional[Path] = typer.Option(None, "--features", help="Feature folder whose test split to score."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead: labelled test photos (sub-folder per class, or <class>__*.jpg)."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
-    calibration: Optional[float] = typer.Option(None, help="Override the bundle's calibration γ."),
+    calibration: Optional[float] = typer.Option(None, callback=_finite, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score a bundle on the test split: S, U, H, CZSL and AUSUC."""
-    from .models.errors import DkgzslError
+    from .models.atomic import check_writable_file
+    from .models.bundle import load_bundle
+    from .trainer.data import load_features
+    from .trainer.evaluate import evaluate_bundle
 
-    try:
-        from .models.bundle import load_bundle
-        from .trainer.data import load_features
-        from .trainer.evaluate import evaluate_bundle
+    if (features is None) == (images is None):
+        _fail("give either --features DIR or --images DIR.", 2)
+    if plot is not None:
+        check_writable_file(plot, "plot (--plot)", example="curve.png")
+    bundle = load_bundle(_bundle_dir(model, offline))
+    if images is not None:
+        from .cache import FeatureCache
+        from .classify import load as load_classifier
+        from .image_data import test_set_from_images
+        from .locations import feature_cache_file
 
-        bundle = load_bundle(_bundle_dir(model, offline))
-        if (features is None) == (images is None):
-            _fail("give either --features DIR or --images DIR.", 2)
-        if images is not None:
-            from .cache import FeatureCache
-            from .classify import load as load_classifier
-            from .image_data import test_set_from_images
-            from .locations import feature_cache_file
-
-            clf = load_classifier(model, "cpu", offline)
-            bundle = clf.bundle  # with the model's user classes, as classify sees it
-            fs = test_set_from_images(images, clf.bundle, clf.backbone, "cpu", FeatureCache(feature_cache_file()),
-                                      warn=_warn)
-        else:
-            fs = load_features(features)
-        metrics = evaluate_bundle(bundle, fs, calibration, plot)
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
+        clf = load_classifier(model, "cpu", offline)
+        bundle = clf.bundle  # with the model's user classes, as classify sees it
+        fs = test_set_from_images(images, clf.bundle, clf.backbone, "cpu", FeatureCache(feature_cache_file(), warn=_warn),
+                                  warn=_warn, progress=_extraction_progress)
+    else:
+        fs = load_features(features)
+    metrics = evaluate_bundle(bundle, fs, calibration, plot)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -244,75 +245,60 @@ def classify(
     batch_size: int = typer.Option(32, min=1, help="Photos per forward pass (halved automatically on GPU out-of-memory)."),
     workers: int = typer.Option(2, min=0, help="DataLoader processes decoding photos."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    calibration: Optional[float] = typer.Option(None, help="γ subtracted from seen-class scores (default: the bundle's)."),
+    calibration: Optional[float] = typer.Option(None, callback=_finite, help="γ subtracted from seen-class scores (default: the bundle's)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     tui: bool = typer.Option(False, "--tui", help="Classify inside the terminal UI (see dkgzsl browse); --output gets the final results."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
-    Exit codes: 0 all photos classified; 3 some files could not be read (each has an error row);
-    4 no photos found; 1 the model or options are unusable.
+    Exit codes: 0 all photos classified; 3 some files could not be read or do not exist (each has an
+    error row); 4 no photos found; 1 the model or options are unusable; 2 a bad command line (unknown
+    option, bad value).
     """
+    from .classify import Prediction
     from .images import collect_images
-    from .models.errors import DkgzslError
+    from .models.atomic import check_writable_file
 
+    if output is not None:
+        check_writable_file(output, "output file (-o)", example=f"results.{'txt' if fmt == Format.table else fmt.value}")
     found = collect_images(paths, recursive)
     for w in found.warnings:
-        typer.secho(f"warning: {w}", fg="yellow", err=True)
+        _warn(w)
     if not found.images:
-        typer.secho("error: no photos to classify.", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_IMAGES)
+        _fail("no photos to classify.", EXIT_NO_IMAGES)
+    missing = [Prediction(str(p), error="no such file or folder") for p in found.missing]
     if tui:
+        from .devices import parse_device
         from .tui import EngineOptions
 
+        parse_device(device)  # a bad --device is a usage error here, not inside the TUI
         opts = EngineOptions(model=model, device=device, offline=offline, top_k=top_k, calibration=calibration,
                              batch_size=batch_size, workers=workers, use_cache=not no_cache)
         preds = _run_tui(None, [str(p) for p in found.images], opts)
         if output is not None:
-            _write_predictions(preds, fmt, output)
+            _write_predictions(preds + missing, fmt, output)
         return
-    try:
-        from .classify import load
+    from .classify import load
 
-        clf = load(model, device, offline)
-        cache = None
-        if not no_cache:
-            from .cache import FeatureCache
-            from .locations import feature_cache_file
+    clf = load(model, device, offline)
+    cache = None
+    if not no_cache:
+        from .cache import FeatureCache
+        from .locations import feature_cache_file
 
-            cache = FeatureCache(feature_cache_file())
-        with _photo_progress(len(found.images)) as tick:
-            preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick,
-                                 cache=cache)
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
-    failed = [p for p in preds if p.error]
-    for p in failed:
-        typer.secho(f"warning: {p.path}: {p.error}", fg="yellow", err=True)
+        cache = FeatureCache(feature_cache_file(), warn=_warn)
+    with photo_progress(len(found.images)) as tick:
+        preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick,
+                             cache=cache)
+    for p in preds:
+        if p.error:
+            _warn(f"{p.path}: {p.error}")
+    preds += missing  # already warned about by collect_images
     _write_predictions(preds, fmt, output)
+    failed = sum(1 for p in preds if p.error)
     if failed:
-        typer.secho(f"{len(failed)} of {len(preds)} files could not be classified.", fg="yellow", err=True)
+        typer.secho(f"{failed} of {len(preds)} files could not be classified.", fg="yellow", err=True)
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def _photo_progress(total: int):
-    import contextlib
-
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if total < 64 or not console.is_terminal:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    @contextlib.contextmanager
-    def bar():
-        with Progress("classifying", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as prog:
-            task = prog.add_task("photos", total=total)
-            yield lambda n: prog.advance(task, n)
-
-    return bar()
 
 
 def _write_predictions(preds, fmt: "Format", output: Optional[Path]) -> None:
@@ -347,7 +333,10 @@ def demo(
     training: bool = typer.Option(False, "--training", help="Write a training folder instead: one sub-folder per seen class + classes.csv."),
 ) -> None:
     """Write rendered demo photos of every class, seen and unseen, the true class in each file name."""
+    from .models.atomic import check_writable_folder
     from .trainer.render import demo_classes, write_test_photos, write_training_folder
+
+    check_writable_folder(folder, "demo folder")
 
     if training:
         write_training_folder(folder, per_class, seed)
@@ -390,26 +379,23 @@ def browse(
         return
     if no_model:
         _fail("--no-model needs a results file: classifying photos needs a model.", 2)
+    from .devices import parse_device
     from .images import collect_images
 
+    parse_device(device)  # a bad --device is a usage error here, not inside the TUI
     found = collect_images(inputs or ["."], recursive)
     for w in found.warnings:
-        typer.secho(f"warning: {w}", fg="yellow", err=True)
+        _warn(w)
     if not found.images:
-        typer.secho("error: no photos to classify (give photos, folders, or a results file).", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_IMAGES)
+        _fail("no photos to classify (give photos, folders, or a results file).", EXIT_NO_IMAGES)
     _run_tui(None, [str(p) for p in found.images], opts, show_images=not no_images)
 
 
 def _run_tui(results_file: Optional[Path], paths: Optional[list[str]], opts, show_images: bool = True) -> list:
     """Run the browser; returns the predictions it holds when the user quits."""
-    from .models.errors import DkgzslError
     from .tui import create_app
 
-    try:
-        tui_app = create_app(results_file, paths, opts, show_images=show_images)
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
+    tui_app = create_app(results_file, paths, opts, show_images=show_images)
     tui_app.run()
     typer.echo(f"corrections and results: {tui_app.store.folder}", err=True)
     return tui_app.predictions()
@@ -460,13 +446,9 @@ def models_info(model: str, offline: bool = typer.Option(False, "--offline"),
 
 def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = False) -> None:
     from .models.bundle import load_bundle
-    from .models.errors import DkgzslError
 
-    try:
-        folder = _bundle_dir(model, offline)
-        bundle = load_bundle(folder)  # verifies hash, names and shapes
-    except DkgzslError as e:
-        _fail(str(e), e.exit_code)
+    folder = _bundle_dir(model, offline)
+    bundle = load_bundle(folder)  # verifies hash, names and shapes
     if path_only:
         typer.echo(str(folder))
         return
@@ -484,6 +466,7 @@ def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = Fal
 
 
 def main() -> None:
+    """The ``dkgzsl`` entry point; library errors end in ``DkgzslGroup.invoke`` (cli_util)."""
     app()
 
 

@@ -1,10 +1,19 @@
-"""What every command module shares: how an error ends a command and how a warning is shown (stderr)."""
+"""What every command module shares: the one place a library error ends a command (``DkgzslGroup``),
+``fail`` for the CLI's own checks, and ``warn``, the one way a notice reaches the user (stderr).
+
+Commands do not catch ``DkgzslError`` themselves: the group's ``invoke`` does, for every sub-command
+and sub-group, under ``main()`` and under typer's CliRunner alike.
+"""
 from __future__ import annotations
 
+import math
+from typing import NoReturn, Optional
+
 import typer
+from typer.core import TyperGroup
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (1: unusable input, 2: bad command line)."""
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
@@ -12,3 +21,23 @@ def fail(message: str, code: int = 1) -> None:
 
 def warn(message: str) -> None:
     typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+class DkgzslGroup(TyperGroup):
+    """The root command group: a ``DkgzslError`` from any command becomes ``error: message`` on stderr
+    and the exit code the error carries (no traceback)."""
+
+    def invoke(self, ctx):
+        from .models.errors import DkgzslError
+
+        try:
+            return super().invoke(ctx)
+        except DkgzslError as e:
+            fail(str(e), e.exit_code)
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Typer callback for float options: refuse nan and ±inf (exit code 2)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number.")
+    return value

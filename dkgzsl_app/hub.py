@@ -54,9 +54,12 @@ def download_bundle(ref: HubRef, offline: bool = False) -> Path:
     except RevisionNotFoundError:
         raise BundleError(f"{ref}: revision {ref.revision!r} does not exist in {ref.repo_id}.") from None
     except LocalEntryNotFoundError:
-        how = "--offline was given" if offline else "the Hub cannot be reached"
-        raise BundleError(f"{ref} is not in the local cache and {how}. Download it once while online: "
-                          f"dkgzsl models download {ref}") from None
+        if offline:  # the user may have just run `models download --offline`: advise what differs
+            raise BundleError(f"{ref} is not in the local cache and --offline forbids downloading it (cache: "
+                              f"{hub_cache_dir()}). Run the same command without --offline while online; "
+                              "after that, --offline finds it.") from None
+        raise BundleError(f"{ref} is not in the local cache and the Hub cannot be reached. Check the "
+                          "network (or HF_ENDPOINT) and try again.") from None
     except OSError as e:  # network errors the client did not map
         raise BundleError(f"{ref}: download failed ({e}). Check the network, or use --offline for a cached copy.") from None
     return Path(folder)

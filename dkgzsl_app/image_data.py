@@ -4,9 +4,10 @@ a flat folder whose file names start with the class (``DIR/<class>__0001.jpg``, 
 The attributes CSV is the class table format (name, optional origin, one column per attribute)."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 
@@ -33,15 +34,26 @@ def labelled_photos(folder: Path) -> dict[str, list[Path]]:
     return out
 
 
+Progress = Callable[[int], ContextManager[Optional[Callable[[int], None]]]]
+"""``progress(total)``: a context manager yielding ``tick(n)`` or None (``progress.photo_progress``)."""
+
+
 def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, device, cache, batch_size, workers,
-             warn: Callable[[str], None], on_batch):
+             warn: Callable[[str], None], on_batch, progress: Progress | None = None):
     from .extract import extract_cached
 
     paths, labels = [], []
     for name, files in photos.items():
         paths += [str(f) for f in files]
         labels += [index[name]] * len(files)
-    got = extract_cached(backbone, paths, device, batch_size, workers, cache, on_batch)
+    with (progress(len(paths)) if progress is not None else contextlib.nullcontext(None)) as tick:
+        callbacks = [f for f in (on_batch, tick) if f is not None]
+
+        def both(n: int) -> None:
+            for f in callbacks:
+                f(n)
+
+        got = extract_cached(backbone, paths, device, batch_size, workers, cache, both if callbacks else None)
     for i, reason in sorted(got.errors.items()):
         warn(f"{paths[i]}: {reason} (skipped)")
     keep = sorted(got.features)
@@ -53,8 +65,10 @@ def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, dev
 
 def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", cache=None,
                             batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
-                            on_batch=None):
-    """Training data: every class of the CSV; those with a photo sub-folder are seen, the rest unseen."""
+                            on_batch=None, progress: Progress | None = None):
+    """Training data: every class of the CSV; those with a photo sub-folder are seen, the rest unseen.
+
+    ``on_batch(n)`` hears of every n photos done; ``progress(total)`` may draw a bar (see ``Progress``)."""
     from .trainer.data import FeatureSet
 
     table = read_class_csv(attributes_csv, require_origin=False)
@@ -74,7 +88,7 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
     if len(photos) < 3:
         raise DataError(f"{images_dir}: photos of at least 3 classes are needed to train (found {len(photos)}).")
     index = {n: i for i, n in enumerate(table.names)}
-    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch)
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress)
     seen = np.array([n in photos for n in table.names])
     empty = np.zeros(0, np.int64)
     return FeatureSet(features=feats, labels=labels, class_names=list(table.names), attributes=table.values,
@@ -83,7 +97,8 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
 
 
 def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu", cache=None,
-                         batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print):
+                         batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
+                         progress: Progress | None = None):
     """Evaluation data: labelled photos of the bundle's classes, all of them test images."""
     from .trainer.data import FeatureSet
 
@@ -93,7 +108,7 @@ def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu"
     if unknown:
         raise DataError(f"{images_dir}: photos of classes the model does not know: {', '.join(unknown[:5])}.")
     index = {n: i for i, n in enumerate(cfg.class_names)}
-    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None)
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None, progress)
     seen = np.array(cfg.seen)
     idx = np.arange(len(labels))
     return FeatureSet(features=feats, labels=labels, class_names=list(cfg.class_names),

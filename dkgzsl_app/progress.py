@@ -1,5 +1,33 @@
-"""A rich progress bar on stderr for training phases (silent when disabled)."""
+"""Rich progress bars on stderr: training phases (``TrainProgress``) and photo counts (``photo_progress``).
+
+Both draw only when stderr is a terminal, so pipes, CI logs and --json output stay clean.
+"""
 from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager, Optional
+
+Tick = Optional[Callable[[int], None]]
+
+
+def photo_progress(total: int, label: str = "classifying", min_total: int = 64) -> ContextManager[Tick]:
+    """A context manager yielding ``tick(n)`` (n more photos done) that draws a transient bar on stderr,
+    or ``None`` when stderr is not a terminal or the work is small (< ``min_total`` photos)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if total < min_total or not console.is_terminal:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as prog:
+            task = prog.add_task("photos", total=total)
+            yield lambda n: prog.advance(task, n)
+
+    return bar()
 
 
 class TrainProgress:
@@ -10,8 +38,9 @@ class TrainProgress:
         self._last: dict = {}
 
     def __enter__(self) -> "TrainProgress":
-        if self.enabled:
-            from rich.console import Console
+        from rich.console import Console
+
+        if self.enabled and Console(stderr=True).is_terminal:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
