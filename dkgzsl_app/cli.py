@@ -180,6 +180,7 @@ def evaluate(
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
     calibration: Optional[float] = typer.Option(None, callback=_finite, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
+    device: str = typer.Option("auto", help="With --images: where the backbone runs (auto, cpu, cuda, cuda:N or mps)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score a bundle on the test split: S, U, H, CZSL and AUSUC."""
@@ -199,10 +200,11 @@ def evaluate(
         from .image_data import test_set_from_images
         from .locations import feature_cache_file
 
-        clf = load_classifier(model, "cpu", offline)
+        clf = load_classifier(model, device, offline)
         bundle = clf.bundle  # with the model's user classes, as classify sees it
-        fs = test_set_from_images(images, clf.bundle, clf.backbone, "cpu", FeatureCache(feature_cache_file(), warn=_warn),
+        fs = test_set_from_images(images, clf.bundle, clf.backbone, clf.device, FeatureCache(feature_cache_file(), warn=_warn),
                                   warn=_warn, progress=_extraction_progress)
+        bundle.model.cpu()  # the backbone ran on --device; scoring the features is CPU work
     else:
         fs = load_features(features)
     metrics = evaluate_bundle(bundle, fs, calibration, plot)

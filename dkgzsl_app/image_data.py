@@ -112,6 +112,6 @@ def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu"
     seen = np.array(cfg.seen)
     idx = np.arange(len(labels))
     return FeatureSet(features=feats, labels=labels, class_names=list(cfg.class_names),
-                      attributes=bundle.model.class_attributes.numpy(), attribute_names=list(cfg.attribute_names),
+                      attributes=bundle.model.class_attributes.detach().cpu().numpy(), attribute_names=list(cfg.attribute_names),
                       seen=seen, trainval=np.zeros(0, np.int64), test_seen=idx[seen[labels]],
                       test_unseen=idx[~seen[labels]], source=f"images:{images_dir}")

@@ -266,3 +266,90 @@ def test_unwritable_output_refused_even_as_root(tmp_path, monkeypatch, no_work):
     for args in (["demo", str(tmp_path / "d")], ["evaluate", "--features", str(tmp_path), "--plot", str(tmp_path / "c.png")],
                  ["train", "--features", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "cpu"]):
         clean_error(runner.invoke(app, args), 1, "cannot write", "Permission denied")
+
+
+# --- one training configuration -----------------------------------------------------------------------
+
+def test_train_option_defaults_are_train_config_defaults():
+    import typer.main
+
+    from dkgzsl_app.trainer.config import TrainConfig
+
+    cfg, checked = TrainConfig(), 0
+    for p in typer.main.get_command(app).commands["train"].params:
+        if hasattr(cfg, p.name):
+            default = getattr(p.default, "value", p.default)
+            assert default == getattr(cfg, p.name), p.name
+            checked += 1
+    assert checked >= 15
+
+
+def test_train_defaults_are_read_from_the_dataclass_not_copied():
+    """Change a TrainConfig default before the CLI is imported: `train --help` follows it."""
+    code = ("from dkgzsl_app.trainer.config import TrainConfig; "
+            "TrainConfig.__dataclass_fields__['epochs'].default = 777; "
+            "import typer.main; from dkgzsl_app.cli import app; "
+            "p = [p for p in typer.main.get_command(app).commands['train'].params if p.name == 'epochs'][0]; "
+            "print(p.default)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "777"
+
+
+# --- progress on long work ----------------------------------------------------------------------------
+
+def test_photo_progress_is_quiet_off_a_terminal():
+    from dkgzsl_app.progress import photo_progress
+
+    with photo_progress(10_000, "extracting features", min_total=1) as tick:
+        assert tick is None  # pytest's stderr is not a terminal
+
+
+def test_evaluate_images_reports_extraction_progress(tmp_path, monkeypatch):
+    import contextlib
+
+    import dkgzsl_app.cli as cli
+
+    calls = []
+
+    @contextlib.contextmanager
+    def recording(total, label="classifying", min_total=64):
+        calls.append([label, total, 0])
+        yield lambda n: calls[-1].__setitem__(2, calls[-1][2] + n)
+
+    monkeypatch.setattr(cli, "photo_progress", recording)
+    assert runner.invoke(app, ["demo", str(tmp_path / "photos"), "--per-class", "1"]).exit_code == 0
+    n = len(list((tmp_path / "photos").iterdir()))
+    r = runner.invoke(app, ["evaluate", "--model", "demo-shapes", "--images", str(tmp_path / "photos"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert calls == [["extracting features", n, n]]
+
+
+def test_training_extraction_reports_progress(tmp_path, monkeypatch):
+    """feature_set_from_images (train --images) opens progress(total) and ticks every photo."""
+    import torch
+
+    import dkgzsl_app.extract as extract
+    from dkgzsl_app.image_data import feature_set_from_images
+
+    for c in ("a", "b", "c"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(b"")
+    (tmp_path / "classes.csv").write_text("name,x,y\na,1,0\nb,0,1\nc,1,1\nd,0,0\n")
+
+    def fake(backbone, paths, device, batch_size, workers, cache, on_batch):
+        for start in range(0, len(paths), 4):
+            on_batch(len(paths[start:start + 4]))
+        return extract.Extracted(features={i: torch.zeros(2) for i in range(len(paths))})
+
+    monkeypatch.setattr(extract, "extract_cached", fake)
+    seen = []
+
+    def progress(total):
+        import contextlib
+
+        seen.append([total, 0])
+        return contextlib.nullcontext(lambda n: seen[-1].__setitem__(1, seen[-1][1] + n))
+
+    fs = feature_set_from_images(tmp_path / "photos", tmp_path / "classes.csv", backbone=None, progress=progress)
+    assert seen == [[9, 9]] and len(fs.labels) == 9
