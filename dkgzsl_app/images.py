@@ -3,11 +3,14 @@
 ``collect_images`` turns files, folders and globs into image paths (skipping what is not an image,
 surviving symlink loops); ``load_rgb`` decodes one file into an 8-bit RGB PIL image whatever its mode
 (CMYK, 16-bit, palette, alpha, EXIF-rotated), or raises ``ImageLoadError`` with a readable reason.
+Pillow's own warnings while decoding never reach the terminal (see ``load_rgb``).
 """
 from __future__ import annotations
 
 import glob
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ class ImageLoadError(Exception):
 class Collected:
     images: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    missing: list[Path] = field(default_factory=list)  # named explicitly but absent (also in warnings)
 
 
 def collect_images(inputs: list[str], recursive: bool = False) -> Collected:
@@ -61,8 +65,10 @@ def collect_images(inputs: list[str], recursive: bool = False) -> Collected:
                 add(p)
         elif path.is_symlink():
             out.warnings.append(f"{path}: broken symbolic link")
+            out.missing.append(path)
         else:
             out.warnings.append(f"{path}: no such file or folder")
+            out.missing.append(path)
     return out
 
 
@@ -108,6 +114,12 @@ def load_rgb(path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] 
 
     ``draft`` (w, h): let JPEG decoding downscale by a power of two while staying at least this big,
     which makes huge photos much cheaper when they are resized anyway.
+
+    ``max_pixels`` is checked as soon as the header is read, before any pixel is decoded. Pillow's
+    warnings are silenced here, deliberately, in the worker processes too: its DecompressionBombWarning
+    fires from 89.5 MP, below our documented limit (its hard error, from 179 MP, is reported with our
+    limit); "Corrupt EXIF data" only costs the orientation. A photo either decodes or gets an
+    ``ImageLoadError`` saying why; nothing else is worth a line on stderr.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -115,23 +127,63 @@ def load_rgb(path, max_pixels: int = DEFAULT_MAX_PIXELS, draft: tuple[int, int] 
     try:
         if path.stat().st_size == 0:
             raise ImageLoadError("empty file (0 bytes)")
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageLoadError(f"too large: {w}×{h} pixels is over the {max_pixels:,}-pixel limit")
-            if draft is not None and im.format == "JPEG":
-                im.draft("RGB", draft)
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+        # (process-wide filters: a thread decoding at the same moment may keep or lose the "ignore" a
+        # little early or late; both are harmless)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"too large: {w}×{h} pixels is over the {max_pixels:,}-pixel limit")
+                if draft is not None and im.format == "JPEG":
+                    im.draft("RGB", draft)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
+        kind = _signature(path)  # every plugin failed; a known header means a damaged file, not "not an image"
+        if kind:
+            raise ImageLoadError(f"truncated or corrupt (a {kind} file Pillow cannot decode)") from None
         raise ImageLoadError("not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"too large ({e})") from None
+        raise ImageLoadError(_too_large(e, max_pixels, Image.MAX_IMAGE_PIXELS)) from None
+    except FileNotFoundError:
+        raise ImageLoadError("no such file") from None
+    except PermissionError:
+        raise ImageLoadError("permission denied (the file is not readable)") from None
+    except IsADirectoryError:
+        raise ImageLoadError("a folder, not a file") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, broken headers, unreadable file
         raise ImageLoadError(f"truncated or corrupt ({e})") from None
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature(path: Path) -> str | None:
+    """The image format a file's first bytes announce, if any."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _too_large(e: Exception, max_pixels: int, pillow_limit: int | None) -> str:
+    """Pillow refused the size before we could look (over 2 × its MAX_IMAGE_PIXELS): say it in our terms."""
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    pixels = int(m.group(1)) if m else None
+    if pixels is None or pixels > max_pixels:
+        return "too large: " + (f"{pixels:,} pixels is " if pixels else "") + f"over the {max_pixels:,}-pixel limit"
+    # a max_pixels above Pillow's own hard limit: only PIL.Image.MAX_IMAGE_PIXELS can let it through
+    return (f"too large for Pillow's decompression-bomb guard ({pixels:,} pixels; it refuses over "
+            f"{2 * (pillow_limit or 0):,}: raise PIL.Image.MAX_IMAGE_PIXELS to allow it)")
 
 
 def _to_rgb(im):
