@@ -147,7 +147,9 @@ class FeatureCache:
 
     def _turn_off(self, e: Exception) -> None:
         self._close_quietly()
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        reason = str(e)
+        if isinstance(e, OSError) and e.strerror:
+            reason = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
         self.warn(f"feature cache {self.path} cannot be used ({reason}); running without it, so photos "
                   "seen before go through the backbone again. Point DKGZSL_HOME at a writable folder, "
                   "or pass --no-cache to skip the cache.")

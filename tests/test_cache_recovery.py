@@ -181,3 +181,14 @@ def test_cli_classify_recovers_from_a_garbled_cache_saying_so_once(bundle_dir, d
     assert r.stderr.count("damaged") == 1 and "UserWarning" not in r.stderr, r.stderr
     r = runner.invoke(app, args)  # and the next run is clean
     assert r.exit_code == 0 and "damaged" not in r.stderr
+
+
+def test_tui_engine_keeps_an_in_memory_cache_when_the_disk_one_is_unusable(bundle_dir, dkgzsl_home):  # noqa: F811
+    from dkgzsl_app.tui.engine import Engine, EngineOptions, MemoryFeatureCache
+
+    dkgzsl_home.mkdir()
+    (dkgzsl_home / "cache").write_text("a file where the cache folder should be")
+    engine = Engine(EngineOptions(model=str(bundle_dir), device="cpu", workers=0, use_cache=True))
+    engine.load()
+    assert isinstance(engine.cache, MemoryFeatureCache)
+    assert len(engine.notices) == 1 and "cannot be used" in engine.notices[0]
