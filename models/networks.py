@@ -54,8 +54,11 @@ class Critic(nn.Module):
         return self.fc2(h).squeeze(1)  # (B,)
 
 
-class Classifier(nn.Module):
-    """C ∘ E: E = Linear D→E + ReLU, C = Linear E→K. Used for the teacher (K = S) and student (K = C)."""
+class EmbeddingClassifier(nn.Module):
+    """C ∘ E: E = Linear D→E + ReLU, C = Linear E→K. Used for the teacher (K = S) and student (K = C).
+
+    (Not the app's ``dkgzsl_app.classify.Classifier``, which wraps a whole bundle for photos.)
+    """
 
     def __init__(self, feature_dim: int, embed_dim: int, num_outputs: int):
         super().__init__()
@@ -96,8 +99,8 @@ class ZSLModel(nn.Module):
         super().__init__()
         self.generator = Generator(attr_dim, noise_dim, hidden_dim, feature_dim, slope)
         self.critic = Critic(attr_dim, critic_hidden_dim, feature_dim, slope)
-        self.teacher = Classifier(feature_dim, embed_dim, num_seen)  # φ = C_o ∘ E_o
-        self.student = Classifier(feature_dim, embed_dim, num_classes)  # ψ = C_s ∘ E_s
+        self.teacher = EmbeddingClassifier(feature_dim, embed_dim, num_seen)  # φ = C_o ∘ E_o
+        self.student = EmbeddingClassifier(feature_dim, embed_dim, num_classes)  # ψ = C_s ∘ E_s
         self.ood_head = nn.Linear(num_classes, 2)  # H: softmax ψ(x) → ĥ
         self.epsilon = LearnableSigmoid()
         self.register_buffer("class_attributes", torch.zeros(num_classes, attr_dim))  # (C, A), as given

@@ -161,3 +161,14 @@ def test_save_refuses_inconsistent_config(tmp_path):
     with pytest.raises(BundleError, match="'seen' has 2 entries for 4 classes"):
         save_bundle(model, cfg, tmp_path / "other")
     shutil.rmtree(path)
+
+
+def test_network_classes_do_not_reuse_the_apps_class_name(tmp_path):
+    """One `Classifier` (the app's); the teacher/student network is EmbeddingClassifier, same tensor names."""
+    from dkgzsl_app.models import networks
+
+    assert not hasattr(networks, "Classifier")
+    _, model, _ = make_bundle(tmp_path)
+    assert type(model.student).__name__ == "EmbeddingClassifier"
+    assert {"teacher.embed.weight", "teacher.head.bias", "student.embed.weight", "student.head.weight"} <= set(
+        model.state_dict())
