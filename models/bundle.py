@@ -40,22 +40,18 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def model_card(config: ModelConfig, origins: list[str]) -> str:
-    """A Hub model card: YAML front matter + what the model is and how it was made."""
+    """A Hub model card: YAML metadata (huggingface_hub's ModelCardData) + what the model is and how it was made."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     base = config.backbone.name if config.backbone else "precomputed features"
     n_seen = origins.count("seen")
     prov = config.provenance
+    data = ModelCardData(
+        library_name="dkgzsl", license=prov.get("license", "apache-2.0"),
+        tags=["zero-shot-image-classification", "generalized-zero-shot-learning", "dkgzsl"],
+        base_model=f"timm/{config.backbone.name}" if config.backbone else None,
+        datasets=[prov["dataset"]] if prov.get("dataset") else None)
     lines = [
-        "---",
-        "library_name: dkgzsl",
-        f"license: {prov.get('license', 'apache-2.0')}",
-        "tags: [zero-shot-image-classification, generalized-zero-shot-learning, dkgzsl]",
-    ]
-    if config.backbone:
-        lines.append(f"base_model: timm/{config.backbone.name}")
-    if prov.get("dataset"):
-        lines.append(f"datasets: [{prov['dataset']}]")
-    lines += [
-        "---",
         f"# dkgzsl bundle: {config.method} over {base}",
         "",
         f"{len(config.class_names)} classes ({n_seen} seen in training, "
@@ -68,7 +64,8 @@ def model_card(config: ModelConfig, origins: list[str]) -> str:
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in sorted(prov.items())]
-    return "\n".join(lines) + "\n"
+    body = "\n".join(lines) + "\n"
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
 def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None = None) -> Path:

@@ -172,3 +172,21 @@ def test_network_classes_do_not_reuse_the_apps_class_name(tmp_path):
     assert type(model.student).__name__ == "EmbeddingClassifier"
     assert {"teacher.embed.weight", "teacher.head.bias", "student.embed.weight", "student.head.weight"} <= set(
         model.state_dict())
+
+
+def test_model_card_header_is_valid_hub_metadata(tmp_path):
+    """The card's YAML header comes from huggingface_hub's ModelCardData: odd names stay valid YAML."""
+    from huggingface_hub import ModelCard
+
+    from dkgzsl_app.models.bundle import model_card
+    from dkgzsl_app.models.config import BackboneConfig
+
+    _, _, cfg = make_bundle(tmp_path)
+    cfg.provenance = {"seed": 0, "dataset": "cub: 200 [birds]", "license": "mit"}
+    cfg.backbone = BackboneConfig(name="tf_efficientnet_lite0")
+    card = ModelCard(model_card(cfg, ["seen", "seen", "seen", "unseen"]))
+    assert card.data.datasets == ["cub: 200 [birds]"]
+    assert card.data.license == "mit" and card.data.library_name == "dkgzsl"
+    assert card.data.base_model == "timm/tf_efficientnet_lite0"
+    assert "## Provenance" in card.text
+    assert ModelCard.load(make_bundle(tmp_path, "b")[0] / "README.md").data.library_name == "dkgzsl"
