@@ -79,6 +79,13 @@ def teacher_ood_score(teacher_logits: torch.Tensor, tau: float = 1.0, kind: str 
     raise ValueError(f"unknown OOD score {kind!r}: use 'msp' or 'energy'")
 
 
+def normalize_ood_score(score: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Map an OOD score onto the unit range: ``lo`` → 0, ``hi`` → 1 (values outside stay outside).
+
+    For the energy score, whose raw values are O(10) while ε is initialised for MSP's [0, 1]."""
+    return (score - lo) / (hi - lo)
+
+
 def od_loss(id_score: torch.Tensor, student_ood: torch.Tensor, labels: torch.Tensor,
             tau: float = 0.1, balance: bool = True) -> torch.Tensor:
     """L_od: B_ij = cos(h̃_i, ĥ_j) with h̃ = [c, 1 − c] from the teacher, ĥ = H(softmax ψ(x)) (B, 2).

@@ -15,7 +15,7 @@ import scipy.io
 
 from dkgzsl_app.models.errors import DataError
 from dkgzsl_app.trainer.data import (
-    ClassTable, FeatureSet, carve_validation, load_feature_folder, load_features, load_xlsa17,
+    ClassTable, FeatureSet, carve_validation, hold_out_per_class, load_feature_folder, load_features, load_xlsa17,
     read_class_csv, save_feature_folder, write_class_csv,
 )
 
@@ -491,3 +491,15 @@ def test_no_warnings_on_clean_data(xlsa_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_xlsa17(xlsa_dir)
+
+
+def test_hold_out_per_class_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(4), [10, 10, 3, 1])
+    idx = np.arange(labels.size)
+    kept, held = hold_out_per_class(idx, labels, 0.2, seed=3)
+    assert np.array_equal(np.sort(np.concatenate([kept, held])), idx)
+    assert np.bincount(labels[held], minlength=4).tolist() == [2, 2, 1, 0]  # >= 1 held, >= 1 kept per class
+    again = hold_out_per_class(idx, labels, 0.2, seed=3)
+    assert np.array_equal(again[1], held) and not np.array_equal(hold_out_per_class(idx, labels, 0.2, seed=4)[1], held)
+    with pytest.raises(DataError, match="between 0 and 1"):
+        hold_out_per_class(idx, labels, 1.0)

@@ -124,3 +124,8 @@ def test_balanced_loss_does_not_depend_on_how_many_negatives():
     plain_many = L.be_loss(*many, tau=1.0, balance=False).item()
     assert plain_few == pytest.approx((3 * softplus(-1.0) + 6 * math.log(2)) / 9, rel=1e-6)
     assert plain_many == pytest.approx((30 * softplus(-1.0) + 870 * math.log(2)) / 900, rel=1e-6)
+
+
+def test_normalize_ood_score_maps_the_range_onto_unit():
+    s = torch.tensor([2.0, 7.0, 12.0, 17.0])
+    assert torch.allclose(L.normalize_ood_score(s, 7.0, 17.0), torch.tensor([-0.5, 0.0, 0.5, 1.0]))

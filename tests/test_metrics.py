@@ -227,3 +227,16 @@ def test_plot_into_an_unwritable_place_is_a_dkgzsl_error(tmp_path):
     with pytest.raises(DataError, match="folder"):
         m.plot_seen_unseen_curve(gammas, s, u, tmp_path)  # a folder, not a file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
+
+
+def test_gamma_for_seen_rate_transfers_an_operating_point():
+    """The largest gamma keeping at least the given share of images on the seen side, midway between gaps."""
+    seen = np.array([True, True, False])
+    # gaps d = best seen - best unseen: 0.6, 0.2, -0.1, 0.4
+    scores = np.array([[0.8, 0.0, 0.2], [0.5, 0.1, 0.3], [0.3, 0.3, 0.4], [0.0, 0.7, 0.3]])
+    assert m.gamma_for_seen_rate(scores, seen, 0.5) == pytest.approx(0.3)  # between 0.2 and 0.4
+    assert m.seen_side_rate(scores, seen, 0.3) == 0.5
+    assert m.gamma_for_seen_rate(scores, seen, 0.75) == pytest.approx(0.05)
+    assert m.seen_side_rate(scores, seen, m.gamma_for_seen_rate(scores, seen, 1.0)) == 1.0
+    assert m.seen_side_rate(scores, seen, m.gamma_for_seen_rate(scores, seen, 0.0)) == 0.0
+    assert m.seen_side_rate(scores, seen, m.gamma_for_seen_rate(scores, seen, 0.6)) == 0.75  # at least 0.6

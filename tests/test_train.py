@@ -145,3 +145,76 @@ def test_every_run_file_is_written_atomically(data, tmp_path, monkeypatch):
     assert {"train_config.json", "final/metrics.jsonl", "final/checkpoint.pt"} <= set(written)
     assert written.count("final/metrics.jsonl") == 3  # at the start, after the teacher, after epoch 1
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _trainer(data, **overrides):
+    from dkgzsl_app.trainer.loop import _Trainer
+    from dkgzsl_app.trainer.task import make_task
+
+    task = make_task(data, np.arange(len(data.class_names)), data.seen, data.trainval)
+    return _Trainer(task, tiny_config(**overrides))
+
+
+def test_energy_score_no_longer_saturates_epsilon(data):
+    """ood_score=energy fed raw O(1..10) energies into ε = σ(10 (s − 0.5)): c = 1 for every sample, real seen
+    and generated unseen alike, so L_od's teacher side said "in-distribution" for all. Normalised, it does not."""
+    stats = {}
+    for norm in ("none", "quantile"):
+        tr = _trainer(data, ood_score="energy", energy_norm=norm)
+        tr.train_teacher()
+        tr.prepare_ood_norm()
+        y_gen, a_gen = tr._gen_unseen()
+        with torch.no_grad():
+            x_gen = tr.model.generator.sample(a_gen, tr.rng)
+        idx = torch.arange(0, len(tr.x), 7)[:64]
+        tr.student_losses(tr.x[idx], tr.y[idx], x_gen, y_gen)
+        stats[norm] = tr.od_stats
+    assert stats["none"]["eps_sat"] == 1.0 and stats["none"]["eps_c"] > 0.99, stats  # the old behaviour
+    assert stats["quantile"]["eps_sat"] < 0.75 and 0.2 < stats["quantile"]["eps_c"] < 0.9, stats
+
+
+def test_generator_od_batch_can_include_real_seen_features(data):
+    """g_od_real (the paper's batch): G's L_od also pairs its unseen features with the real seen batch."""
+    weights = {}
+    for flag in (False, True):
+        tr = _trainer(data, g_od_real=flag)
+        tr.train_teacher()
+        idx = tr._batch()
+        tr.generator_step(tr.y[idx], tr.attr[tr.y[idx]], tr.x[idx])
+        weights[flag] = tr.model.generator.fc2.weight.detach().clone()
+    assert not torch.equal(weights[False], weights[True])
+
+
+def test_final_run_by_iterations_and_gamma_refit_on_held_out_seen_images(data, tmp_path):
+    """final_length=iterations: the final run matches the selected generator iterations, not epochs;
+    final_gamma=seen_rate: γ re-fitted on seen training images the final run never saw (no test image)."""
+    from dkgzsl_app.trainer import train as train_mod
+    from dkgzsl_app.trainer.data import carve_validation, hold_out_per_class
+
+    test_rows = {tuple(r) for r in data.features[np.concatenate([data.test_seen, data.test_unseen])].tolist()}
+    scored = []
+    real_scores_for = train_mod.scores_for
+
+    def spy(model, features, *args, **kwargs):
+        scored.extend(tuple(r) for r in features.tolist())
+        return real_scores_for(model, features, *args, **kwargs)
+
+    cfg = tiny_config(epochs=3, final_length="iterations", final_gamma="seen_rate", gamma_holdout=0.2)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_mod, "scores_for", spy)
+    try:
+        out = train_bundle(data, cfg, tmp_path)
+    finally:
+        mp.undo()
+    assert not test_rows & set(scored)  # neither selection nor the γ re-fit looked at a test image
+    prov = load_bundle(out.bundle_dir).config.provenance
+    vs = carve_validation(data, cfg.seed, cfg.val_class_fraction, cfg.seen_holdout)
+    kept, held = hold_out_per_class(data.trainval, data.labels, 0.2, cfg.seed)
+    per = lambda n: -(-n // cfg.batch_size)  # noqa: E731 (iterations per epoch)
+    assert prov["selected_iterations"] == out.best_epoch * per(len(vs.train))
+    assert prov["final_epochs"] == max(1, round(prov["selected_iterations"] / per(len(kept))))
+    assert len(out.final_history) - 1 == prov["final_epochs"]
+    assert prov["gamma_holdout_images"] == len(held)
+    assert 0.0 < prov["seen_rate"] <= 1.0 and out.calibration == load_bundle(out.bundle_dir).config.calibration
+    with pytest.raises(ValueError, match="select='val'"):
+        tiny_config(final_gamma="seen_rate", select="none").validate()

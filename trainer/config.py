@@ -44,6 +44,16 @@ class TrainConfig:
     gd_lr_growth: float = 1.0  # the released D3GZSL code multiplies G/D lr by 1.09 every 20 epochs; the paper does not
     gd_lr_growth_every: int = 20
     select: str = "val"  # "val": choose epochs and γ on a validation split of the seen classes; "none": last epoch, γ = 0
+    # -- options for the reviewer's "science slips" (README "Methods and our decisions"); defaults = the old behaviour
+    final_length: str = "epochs"  # "epochs": the final run trains the selected epoch count (≈1.5× the selection's
+    #   generator iterations, its epochs being longer); "iterations": the selected number of generator iterations
+    final_gamma: str = "select"  # "select": γ chosen on the selection model; "seen_rate": re-fitted on the final
+    #   model so that held-out seen training images fall on the seen side as often as at selection
+    gamma_holdout: float = 0.1  # final_gamma=seen_rate: per-class share of seen training images kept out of the final run
+    energy_norm: str = "quantile"  # ood_score=energy: "quantile" maps the frozen teacher's energies on real seen
+    #   training features to [0, 1] (their 1st..99th percentile), the range ε is initialised for; "none": raw (saturates ε)
+    g_od_real: bool = False  # G's L_cls + L_od batch: generated unseen only (False) or with the iteration's real seen
+    #   features too (True, the paper's batch)
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2
     seed: int = 0
@@ -68,6 +78,17 @@ class TrainConfig:
             raise ValueError(f"od_target must be 'class' or 'domain', not {self.od_target!r}")
         if self.select not in ("val", "none"):
             raise ValueError(f"select must be 'val' or 'none', not {self.select!r}")
+        for name, value, allowed in (("final_length", self.final_length, ("epochs", "iterations")),
+                                     ("final_gamma", self.final_gamma, ("select", "seen_rate")),
+                                     ("energy_norm", self.energy_norm, ("quantile", "none")),
+                                     ("ood_score", self.ood_score, ("msp", "energy"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.final_gamma == "seen_rate" and self.select != "val":
+            raise ValueError("final_gamma='seen_rate' transfers the operating point chosen on validation: "
+                             "it needs select='val'")
+        if not 0.0 < self.gamma_holdout < 1.0:
+            raise ValueError(f"gamma_holdout must be between 0 and 1 (exclusive), not {self.gamma_holdout}")
         for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -298,3 +298,25 @@ def carve_validation(fs: FeatureSet, seed: int = 0, val_class_fraction: float = 
     held = rank < n_hold[grouped]
     return ValidationSplit(seen=seen, train=np.sort(rest[order[~held]]), val_seen=np.sort(rest[order[held]]),
                            val_unseen=np.sort(val_unseen))
+
+
+def hold_out_per_class(indices, labels, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split image ``indices`` into (kept, held), holding out ``fraction`` of each class's images.
+
+    Each class with >= 2 images keeps >= 1 and gives >= 1; the result depends only on the inputs and
+    ``seed`` (its own random stream, independent of :func:`carve_validation`'s). Both parts sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the held-out fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    indices = np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng([seed, 0x5EE7])
+    lab = np.asarray(labels)[indices]
+    order = rng.permutation(indices.size)
+    order = order[np.argsort(lab[order], kind="stable")]
+    grouped = lab[order]
+    counts = np.bincount(grouped, minlength=int(lab.max(initial=-1)) + 1)
+    rank = np.arange(grouped.size) - (np.cumsum(counts) - counts)[grouped]
+    n_hold = np.where(counts >= 2, np.clip(np.round(fraction * counts), 1, counts - 1), 0)
+    held = rank < n_hold[grouped]
+    return np.sort(indices[order[~held]]), np.sort(indices[order[held]])
+

@@ -64,6 +64,8 @@ class _Trainer:
         self.seen_pos = torch.full((len(task.seen),), -1, dtype=torch.long, device=dev)  # class -> teacher output
         self.seen_pos[self.seen_classes] = torch.arange(len(self.seen_classes))
         self.teacher_done = False
+        self.ood_norm: tuple[float, float] | None = None  # (lo, hi) for ood_score=energy, see prepare_ood_norm
+        self.od_stats: dict[str, float] = {}
         self.epoch = 0
         self.history: list[dict] = []
 
@@ -102,6 +104,20 @@ class _Trainer:
         self.teacher_done = True
         return float(loss.detach())
 
+    def prepare_ood_norm(self) -> None:
+        """For ``ood_score=energy`` with ``energy_norm=quantile``: the frozen teacher's energies on the real
+        seen training features, 1st..99th percentile mapped to [0, 1] (MSP's range, which ε's initial
+        σ(10 (s − 0.5)) is made for). Raw energies are O(10) and drive ε to 1 for every sample.
+        Deterministic (no random numbers), so a resumed run recomputes the same values."""
+        cfg = self.cfg
+        if not (cfg.use_od and cfg.ood_score == "energy" and cfg.energy_norm == "quantile"):
+            return
+        with torch.no_grad():
+            _, z = self.model.teacher(self.x)
+            s = L.teacher_ood_score(z, cfg.tau_teacher, "energy")
+            lo, hi = torch.quantile(s.double().cpu(), torch.tensor([0.01, 0.99], dtype=torch.float64)).tolist()
+        self.ood_norm = (lo, hi if hi > lo else lo + 1.0)
+
     # ---- one epoch ---------------------------------------------------------------------------
     def student_losses(self, x_real, y_real, x_gen, y_gen, with_id: bool = True) -> dict[str, torch.Tensor]:
         """D3GZSL losses on real seen (x_real) + generated unseen (x_gen) features.
@@ -123,7 +139,11 @@ class _Trainer:
             out["be"] = L.be_loss(e_o[:n], e_s[:n], y_real, cfg.tau_be, cfg.pair_balance)
         if cfg.use_od:
             s_tilde = L.teacher_ood_score(z_o, cfg.tau_teacher, cfg.ood_score)  # (B+G,)
+            if self.ood_norm is not None:
+                s_tilde = L.normalize_ood_score(s_tilde, *self.ood_norm)
             c = m.epsilon(s_tilde)
+            with torch.no_grad():  # is ε saturated? (σ' < 0.01 outside [0.01, 0.99])
+                self.od_stats = {"eps_c": c.mean().item(), "eps_sat": ((c < 0.01) | (c > 0.99)).float().mean().item()}
             h_hat = m.ood_head(torch.softmax(z_s / cfg.tau_student, dim=1))  # (B+G, 2)
             pairs = y if cfg.od_target == "class" else (~self.seen[y]).long()
             out["od"] = L.od_loss(c, h_hat, pairs, cfg.tau_od, cfg.pair_balance)
@@ -159,7 +179,7 @@ class _Trainer:
         self.opt_s.zero_grad(set_to_none=True)
         sum(parts.values()).backward()
         self.opt_s.step()
-        return {k: v.item() for k, v in parts.items()}
+        return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}
 
     def grow_lr(self) -> None:
         """Optional lr schedule of the released D3GZSL code: × gd_lr_growth every gd_lr_growth_every epochs."""
@@ -184,7 +204,7 @@ class _Trainer:
                 for k, v in self.critic_step().items():
                     logs[k] = logs.get(k, 0.0) + v / cfg.critic_steps
             idx = self._batch()
-            logs.update(self.generator_step(self.y[idx], self.attr[self.y[idx]]))
+            logs.update(self.generator_step(self.y[idx], self.attr[self.y[idx]], self.x[idx]))
             logs.update(self.student_step(idx))
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -192,7 +212,9 @@ class _Trainer:
             p.requires_grad_(True)
         return {k: v / iters for k, v in sums.items()}
 
-    def generator_step(self, y_real, a_real) -> dict[str, float]:
+    def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
+        """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
+        (with ``g_od_real``: in a batch that also holds the iteration's real seen features ``x_real``)."""
         m, cfg, rng = self.model, self.cfg, self.rng
         fake = m.generator.sample(a_real, rng)  # (B, D)
         wgan = -m.critic(fake, a_real).mean()
@@ -202,7 +224,9 @@ class _Trainer:
         if len(self.unseen_classes):
             y_gen, a_gen = self._gen_unseen()
             x_gen = m.generator.sample(a_gen, rng)
-            parts = self.student_losses(fake[:0], y_real[:0], x_gen, y_gen, with_id=False)
+            real = cfg.g_od_real and x_real is not None
+            parts = self.student_losses(x_real if real else fake[:0], y_real if real else y_real[:0], x_gen, y_gen,
+                                        with_id=False)
             d3 = parts["cls"] + parts.get("od", 0.0)
             loss = loss + cfg.d3_weight * d3
         self.opt_g.zero_grad(set_to_none=True)
@@ -233,6 +257,7 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
     if not tr.teacher_done:
         loss = tr.train_teacher()
         _record(tr, {"epoch": 0, "teacher_loss": loss}, ckpt, log, on_epoch)
+    tr.prepare_ood_norm()
     while tr.epoch < epochs:
         tr.model.train()
         row = {"epoch": tr.epoch + 1, **tr.run_epoch()}

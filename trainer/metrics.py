@@ -222,6 +222,35 @@ def choose_gamma(scores, labels, seen, grid=None) -> tuple[float, float]:
     return float(grid[i]), float(h[i])
 
 
+def seen_side_rate(scores, seen, gamma: float) -> float:
+    """Share of images whose calibrated prediction (``argmax(scores - gamma * seen)``) is a seen class."""
+    scores, seen = np.asarray(scores), np.asarray(seen).astype(bool)
+    if scores.shape[0] == 0:
+        return math.nan
+    return float(seen[calibrated_predictions(scores, seen, gamma)].mean())
+
+
+def gamma_for_seen_rate(scores, seen, rate: float) -> float:
+    """The largest gamma at which at least ``rate`` of the images are still predicted as seen classes.
+
+    For images of seen classes (held out of training) this transfers an operating point between models
+    whose score scales differ. The gamma lies midway between two images' gaps ``d = bs - bu`` (an image
+    is predicted seen while gamma < d), so rounding cannot flip an image.
+    """
+    scores, seen = np.asarray(scores), np.asarray(seen).astype(bool)
+    d = np.sort(_gaps(scores, seen)[0])
+    if d.size == 0 or not np.isfinite(d).any():
+        return 0.0
+    d = np.clip(d, np.min(d[np.isfinite(d)]) - 1.0, np.max(d[np.isfinite(d)]) + 1.0)
+    keep = min(d.size, max(0, math.ceil(float(rate) * d.size - 1e-9)))  # images that must stay seen
+    cut = d.size - keep  # d[cut:] stay seen, d[:cut] may go unseen
+    if cut == 0:
+        return float(d[0] - max(1e-6, (d[1] - d[0]) / 2 if d.size > 1 else 1e-6))
+    if cut == d.size:
+        return float(d[-1] + 1e-6)
+    return float(d[cut - 1] + (d[cut] - d[cut - 1]) / 2)
+
+
 def _closed(s: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(([0.0], u, [u[-1]])), np.concatenate(([s[0]], s, [0.0]))
 

@@ -4,10 +4,18 @@ Phase ``select`` trains on the seen classes minus a set of validation classes, w
 part; each epoch is scored on held-out seen images + validation-class images (never the test split):
 the best epoch by calibrated H fixes the number of epochs and the calibration γ. Phase ``final``
 trains on all trainval images with the real unseen classes for that many epochs and writes the bundle.
+
+Options (TrainConfig; README "Methods and our decisions"): ``final_length=iterations`` trains the final
+run for the selected number of generator iterations instead of epochs (its epochs are longer: it has
+more images); ``final_gamma=seen_rate`` keeps a share of the seen training images out of the final run
+and re-fits γ on them, so that they fall on the seen side as often as the held-out seen images did at
+selection (a transfer of the operating point, not of the raw γ, whose scale changes with the number of
+classes; no test image is used).
 """
 from __future__ import annotations
 
 import json
+import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +30,9 @@ from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
 from ..models.errors import DataError
 from ..models.version import package_version
 from .config import TrainConfig
-from .data import FeatureSet, carve_validation
+from .data import FeatureSet, carve_validation, hold_out_per_class
 from .loop import fit
-from .metrics import choose_gamma, gzsl_accuracy
+from .metrics import choose_gamma, gamma_for_seen_rate, gzsl_accuracy, seen_side_rate
 from .task import Task, make_task
 
 
@@ -46,15 +54,22 @@ def scores_for(model, features: torch.Tensor, tau: float = 1.0, batch: int = 409
                           for i in range(0, len(features), batch)]).numpy()
 
 
-def validation_metrics(task: Task, tau: float) -> Callable:
-    """Per-epoch GZSL metrics on the task's evaluation images (validation only)."""
+def validation_metrics(task: Task, tau: float, with_seen_rate: bool = False) -> Callable:
+    """Per-epoch GZSL metrics on the task's evaluation images (validation only).
+
+    ``with_seen_rate`` adds ``val_seen_rate``: the share of held-out seen images predicted as some seen
+    class at the chosen γ (the operating point ``final_gamma=seen_rate`` carries to the final model).
+    """
     feats, labels, seen = task.features[task.eval_idx], task.labels[task.eval_idx].numpy(), task.seen.numpy()
 
     def evaluate(model) -> dict:
         scores = scores_for(model, feats, tau)
         s, u, h = gzsl_accuracy(scores, labels, seen, 0.0)
         gamma, h_cal = choose_gamma(scores, labels, seen)
-        return {"val_S": s, "val_U": u, "val_H": h, "val_H_cal": h_cal, "val_gamma": gamma}
+        row = {"val_S": s, "val_U": u, "val_H": h, "val_H_cal": h_cal, "val_gamma": gamma}
+        if with_seen_rate:
+            row["val_seen_rate"] = seen_side_rate(scores[seen[labels]], seen, gamma)
+        return row
 
     return evaluate
 
@@ -89,31 +104,51 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     say = (lambda phase: (lambda row: on_epoch(phase, row))) if on_epoch else (lambda phase: None)
     tick = (lambda phase: (lambda i, n: progress(phase, i, n))) if progress else (lambda phase: None)
 
-    best_epoch, gamma, select_hist = cfg.epochs, 0.0, []
+    best_epoch, gamma, select_hist, extra = cfg.epochs, 0.0, [], {}
+    final_train, held = np.asarray(fs.trainval), None
+    if cfg.final_gamma == "seen_rate":  # seen images the final run never trains on, to re-fit γ with
+        final_train, held = hold_out_per_class(fs.trainval, fs.labels, cfg.gamma_holdout, cfg.seed)
+    final_epochs = best_epoch
     if cfg.select == "val":
         vs = carve_validation(fs, cfg.seed, cfg.val_class_fraction, cfg.seen_holdout)
         classes = np.flatnonzero(fs.seen)
         task = make_task(fs, classes, vs.seen[classes], vs.train, np.concatenate([vs.val_seen, vs.val_unseen]))
         res = fit(task, cfg, cfg.epochs, run_dir / "select", resume,
-                  evaluate=validation_metrics(task, cfg.tau_student), on_epoch=say("select"),
-                  progress=tick("select"), device=device)
+                  evaluate=validation_metrics(task, cfg.tau_student, cfg.final_gamma == "seen_rate"),
+                  on_epoch=say("select"), progress=tick("select"), device=device)
         select_hist = res.history
         rows = [r for r in res.history if "val_H_cal" in r]
         best = max(rows, key=lambda r: (r["val_H_cal"], -r["epoch"]))
         best_epoch, gamma = int(best["epoch"]), float(best["val_gamma"])
+        final_epochs = best_epoch
+        if cfg.final_length == "iterations":  # as many generator iterations as the selected selection epochs
+            iters = best_epoch * iterations_per_epoch(len(vs.train), cfg.batch_size)
+            final_epochs = max(1, round(iters / iterations_per_epoch(len(final_train), cfg.batch_size)))
+            extra.update(selected_iterations=iters, final_epochs=final_epochs)
 
-    task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, fs.trainval)
-    res = fit(task, cfg, best_epoch, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"),
+    task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, final_train)
+    res = fit(task, cfg, final_epochs, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"),
               device=device)
+    if held is not None:
+        rate = float(best["val_seen_rate"])
+        scores = scores_for(res.model, torch.from_numpy(np.ascontiguousarray(fs.features[held], np.float32)),
+                            cfg.tau_student)
+        extra.update(select_gamma=gamma, seen_rate=rate, gamma_holdout_images=int(len(held)))
+        gamma = gamma_for_seen_rate(scores, fs.seen, rate)
     provenance = {
         "data_sha256": fs.sha256(), "data_source": fs.source, "seed": cfg.seed,
-        "selected_epoch": best_epoch, "selection": cfg.select, "train_config": cfg.to_dict(),
+        "selected_epoch": best_epoch, **extra, "selection": cfg.select, "train_config": cfg.to_dict(),
         "dkgzsl": package_version(), "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.device(device).type,
     }
     config = model_config(fs, cfg, gamma, provenance, backbone)
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
+
+
+def iterations_per_epoch(n_images: int, batch_size: int) -> int:
+    """Generator iterations in one epoch over ``n_images`` real training features (loop.run_epoch)."""
+    return math.ceil(n_images / batch_size)
 
 
 def _pin_config(path: Path, cfg: TrainConfig, fs: FeatureSet, resume: bool) -> None:
