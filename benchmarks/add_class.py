@@ -14,6 +14,7 @@ For the choice of what to fit, it also times steps of refitting the whole head (
 autograd) on the same generated features, and extrapolates to 200 steps.
 
     .venv/bin/python benchmarks/add_class.py   # → benchmarks/results/add_class.json
+    .venv/bin/python benchmarks/add_class.py --large 1000   # one add of 1,000 classes → add_class_large.json
 """
 from __future__ import annotations
 
@@ -167,8 +168,33 @@ def main() -> None:
     print(json.dumps(out, indent=2))
 
 
+def large(n: int) -> None:
+    """One add-class of ``n`` classes (a CSV-sized batch) in a fresh process: seconds and peak RSS."""
+    import torch
+
+    from dkgzsl_app.classes.refit import RefitConfig
+
+    work = Path(tempfile.mkdtemp(prefix="dkgzsl-bench-"))
+    bundle = build_bundle(work / "bundle")
+    result = run_child(bundle, n)
+    rc = RefitConfig()
+    k = rc.per_class(C)
+    out = {"benchmark": "add_class_large", "weights": "random (timing only)", "rows": n, "result": result,
+           "model": {"classes": C, "attributes": A, "embed_dim": E}, "per_class": k,
+           "generated_features": (C + n) * k, "batch_entries": rc.batch_entries, "device": "cpu",
+           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    path = ROOT / "benchmarks" / "results" / "add_class_large.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = old if isinstance(old, dict) and "runs" in old else {"runs": {}}
+    old["runs"][str(n)] = out
+    path.write_text(json.dumps(old, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "--large":
+        large(int(sys.argv[2]))
     else:
         main()

@@ -7,6 +7,7 @@ DkgzslError propagates to the app group, which prints it and exits with its code
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,13 @@ MODEL_HELP = "Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bund
 
 classes_app = typer.Typer(help="Classes of a model: built-in and user-added (the class registry).",
                           no_args_is_help=True)
+
+
+def _progress(quiet: bool = False):
+    """A progress bar for the refit on stderr, drawn only on a terminal (quiet in pipes, CI and --json)."""
+    from .progress import TrainProgress
+
+    return TrainProgress(enabled=not quiet and sys.stderr.isatty())
 
 
 def _parse_sets(sets: list[str]) -> dict[str, str]:
@@ -55,11 +63,13 @@ def add_class(
             _fail("--from-class needs --name NEW: the name of the class to add.", 2)
         settings = _parse_sets(sets)
         values = derive_class(model, from_class, settings, offline)
-        added = add_classes(model, {name: values}, offline, warn=_warn)
+        with _progress(as_json) as bar:
+            added = add_classes(model, {name: values}, offline, warn=_warn, progress=bar.advance)
     else:
         if sets or name:
             _fail("--name and --set go with --from-class; with --attributes the CSV names the classes.", 2)
-        added = add_classes_from_csv(model, attributes, offline, warn=_warn)
+        with _progress(as_json) as bar:
+            added = add_classes_from_csv(model, attributes, offline, warn=_warn, progress=bar.advance)
     if as_json:
         typer.echo(json.dumps({"model": model, "added": added}))
     elif added:
@@ -152,7 +162,8 @@ def classes_remove(
     """Remove user classes (the remaining ones are refit; with none left the model is the bundle exactly)."""
     from .classes import remove_classes
 
-    removed = remove_classes(model, names, offline, warn=_warn)
+    with _progress() as bar:
+        removed = remove_classes(model, names, offline, warn=_warn, progress=bar.advance)
     typer.echo(f"removed {', '.join(removed)}")
 
 
@@ -183,7 +194,8 @@ def classes_repair(
     """
     from .classes import repair_classes
 
-    done = repair_classes(model, offline, warn=_warn)
+    with _progress(as_json) as bar:
+        done = repair_classes(model, offline, warn=_warn, progress=bar.advance)
     if as_json:
         typer.echo(json.dumps({"model": model, "kept": done.kept, "lost": done.lost,
                                "set_aside": str(done.set_aside) if done.set_aside else None}))

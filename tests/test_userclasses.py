@@ -218,3 +218,35 @@ def test_registry_lives_outside_the_bundle_and_follows_its_weights(tiny, tmp_pat
     add_classes(f"local-dir:{tiny}", {"hot_cat": HOT_CAT})
     assert list_user_classes(f"local-dir:{copy}") == ["hot_cat"]  # same weights, same registry
     assert not any("manifest" in p.name for p in tiny.iterdir())
+
+
+def test_progress_and_batches_bound_memory_without_changing_the_fit(tiny):
+    """Defect 1 (10,000-row add-class): the loss is computed in batches of features, never as one (M, C + n)
+    matrix, and progress is reported per generator pass and per solver iteration."""
+    from dkgzsl_app.classes.refit import RefitConfig, fit_user_rows
+
+    bundle = load_bundle(tiny)
+    users = np.array([[1, 1, 0, 0.5], [0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    calls = []
+    one = fit_user_rows(bundle.model, bundle.config, users, "sha", RefitConfig(),
+                        progress=lambda *a: calls.append(a))
+    small = RefitConfig(batch_entries=50, chunk=40)  # batches of 6 features, generator passes of 2 classes
+    batched = fit_user_rows(bundle.model, bundle.config, users, "sha", small)
+    np.testing.assert_allclose(batched[0], one[0], rtol=1e-3, atol=1e-4)
+    assert batched[2]["taken"] == one[2]["taken"]
+    phases = [c[0] for c in calls]
+    assert phases[0] == "generate" and calls[phases.index("fit") - 1] == ("generate", 8, 8)
+    assert calls[-1] == ("fit", RefitConfig().max_iter, RefitConfig().max_iter)
+
+
+def test_too_many_classes_are_refused_before_any_work(tiny, monkeypatch):
+    import dkgzsl_app.classes.refit as refit
+    import dkgzsl_app.classes.validate as validate
+
+    monkeypatch.setattr(validate, "MAX_USER_CLASSES", 2)
+    monkeypatch.setattr(refit, "fit_user_rows", lambda *a, **k: pytest.fail("fitted before the limit check"))
+    many = {f"c{i}": {"furry": i / 3, "hot": 1, "ceramic": 0, "size": 0.5} for i in range(3)}
+    with pytest.raises(DataError, match="3 new classes would make 3 user classes; a model can have at most 2.*"
+                                        "Add at most 2 more"):
+        add_classes(f"local-dir:{tiny}", many)
+    assert list_user_classes(f"local-dir:{tiny}") == []

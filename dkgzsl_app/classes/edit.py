@@ -16,7 +16,10 @@ from ..models.classcsv import ClassTable
 from ..models.errors import DataError
 from .model import ModelInfo, open_model, read
 from .registry import Registry, locked, salvage, set_aside, write_registry
-from .validate import Candidate, candidate_from_mapping, candidates_from_csv, check_name, check_range, screen, suggest
+from .validate import (Candidate, candidate_from_mapping, candidates_from_csv, check_count, check_name, check_range,
+                       screen, suggest)
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total), as refit.fit_user_rows calls it
 
 
 class UserClassWarning(UserWarning):
@@ -44,7 +47,8 @@ def _default_warn(message: str) -> None:
     warnings.warn(message, UserClassWarning, stacklevel=3)
 
 
-def _commit(info: ModelInfo, names: list[str], values: np.ndarray, warn: Callable[[str], None]) -> Registry:
+def _commit(info: ModelInfo, names: list[str], values: np.ndarray, warn: Callable[[str], None],
+            progress: Progress | None = None) -> Registry:
     """Fit the head rows for exactly these user classes and make them the registry's state (lock held)."""
     reg = Registry(names=list(names), values=np.asarray(values, np.float32).reshape(len(names), info.config.attr_dim))
     if names:
@@ -52,7 +56,8 @@ def _commit(info: ModelInfo, names: list[str], values: np.ndarray, warn: Callabl
         from .refit import fit_user_rows
 
         bundle = load_bundle(info.folder)
-        reg.weight, reg.bias, reg.refit = fit_user_rows(bundle.model, info.config, reg.values, info.sha256)
+        reg.weight, reg.bias, reg.refit = fit_user_rows(bundle.model, info.config, reg.values, info.sha256,
+                                                            progress=progress)
         for name, t in zip(names, reg.refit["taken"]):
             if t["share"] >= reg.refit["settings"]["steal_warning"]:
                 warn(f"{name!r} takes {t['share']:.0%} of the generated features of {t['from']!r}: its attributes "
@@ -61,7 +66,8 @@ def _commit(info: ModelInfo, names: list[str], values: np.ndarray, warn: Callabl
     return reg
 
 
-def _add(info: ModelInfo, cands: list[Candidate], warn: Callable[[str], None] | None) -> list[str]:
+def _add(info: ModelInfo, cands: list[Candidate], warn: Callable[[str], None] | None,
+         progress: Progress | None) -> list[str]:
     warn = warn or _default_warn
     check_range(cands, info.table.values, list(info.config.attribute_names))
     with locked(info.registry):
@@ -69,33 +75,37 @@ def _add(info: ModelInfo, cands: list[Candidate], warn: Callable[[str], None] | 
         new = screen(cands, info, reg, warn)
         if not new:
             return []
-        _commit(info, reg.names + [c.name for c in new], np.concatenate([reg.values, [c.values for c in new]]), warn)
+        check_count(len(reg), len(new))
+        _commit(info, reg.names + [c.name for c in new], np.concatenate([reg.values, [c.values for c in new]]), warn,
+                progress)
     return [c.name for c in new]
 
 
 def add_classes(source: str, classes: dict[str, dict[str, float]], offline: bool = False,
-                warn: Callable[[str], None] | None = None) -> list[str]:
+                warn: Callable[[str], None] | None = None, progress: Progress | None = None) -> list[str]:
     """Add user classes ``{name: {attribute: value}}`` to the model ``source``; returns the names added.
 
     Raises DataError (a DkgzslError) naming the class and attribute at fault. ``warn`` receives non-fatal
     notes (identical vectors, repeats skipped); by default they are issued as UserClassWarning.
+    ``progress(phase, done, total)`` follows the refit ("generate", then "fit"), which can take minutes
+    for hundreds of classes; more than MAX_USER_CLASSES user classes are refused before any work.
     """
     info = open_model(source, offline)
     if not classes:
         raise DataError("no classes to add: give at least one class with its attribute values.")
     attrs = list(info.config.attribute_names)
-    return _add(info, [candidate_from_mapping(n, v, attrs) for n, v in classes.items()], warn)
+    return _add(info, [candidate_from_mapping(n, v, attrs) for n, v in classes.items()], warn, progress)
 
 
-def add_classes_from_csv(source: str, path, offline: bool = False,
-                         warn: Callable[[str], None] | None = None) -> list[str]:
+def add_classes_from_csv(source: str, path, offline: bool = False, warn: Callable[[str], None] | None = None,
+                         progress: Progress | None = None) -> list[str]:
     """Add the classes of a CSV file (``dkgzsl add-class --attributes``); errors name file, row and column."""
     info = open_model(source, offline)
     path = Path(path)
     cands = candidates_from_csv(path, list(info.config.attribute_names))
     for c in cands:
         check_name(c.name, f"{c.where}, column 'name'")
-    return _add(info, cands, warn)
+    return _add(info, cands, warn, progress)
 
 
 def derive_class(source: str, base: str, settings: dict[str, str], offline: bool = False) -> dict[str, float]:
@@ -113,7 +123,7 @@ def derive_class(source: str, base: str, settings: dict[str, str], offline: bool
 
 
 def remove_classes(source: str, names: list[str], offline: bool = False,
-                   warn: Callable[[str], None] | None = None) -> list[str]:
+                   warn: Callable[[str], None] | None = None, progress: Progress | None = None) -> list[str]:
     """Remove user classes; the others are refit. With none left, classify uses the bundle exactly.
 
     A damaged registry raises RegistryError naming ``dkgzsl classes repair`` (repair_classes)."""
@@ -127,7 +137,7 @@ def remove_classes(source: str, names: list[str], offline: bool = False,
                 raise DataError(f"{n!r} is not a user class of this model{suggest(n, reg.names)}. "
                                 "List them with `dkgzsl classes list --user`.")
         keep = [i for i, n in enumerate(reg.names) if n not in set(names)]
-        _commit(info, [reg.names[i] for i in keep], reg.values[keep], warn or _default_warn)
+        _commit(info, [reg.names[i] for i in keep], reg.values[keep], warn or _default_warn, progress)
     return list(dict.fromkeys(names))
 
 
@@ -157,7 +167,8 @@ class Repair:
     problem: str = ""
 
 
-def repair_classes(source: str, offline: bool = False, warn: Callable[[str], None] | None = None) -> Repair:
+def repair_classes(source: str, offline: bool = False, warn: Callable[[str], None] | None = None,
+                   progress: Progress | None = None) -> Repair:
     """Make a damaged registry usable again (``dkgzsl classes repair``).
 
     The damaged files (and a copy of the manifest) are moved into a ``set-aside-<time>`` folder of the
@@ -170,5 +181,5 @@ def repair_classes(source: str, offline: bool = False, warn: Callable[[str], Non
         if found is None:
             return Repair(kept=list(read(info).names))
         dest = set_aside(info.registry, found.damaged)
-        _commit(info, found.names, found.values, warn or _default_warn)
+        _commit(info, found.names, found.values, warn or _default_warn, progress)
     return Repair(found.names, found.lost, dest, found.problem)

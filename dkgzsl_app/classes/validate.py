@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 RANGE_SLACK = 0.1  # values may exceed the span of the model's attribute matrix by this share of it
+# Every change refits all user rows jointly; its work grows with the square of their number (each class's
+# generated features are scored against every class). See benchmarks/results/add_class_large.json.
+MAX_USER_CLASSES = 2000
 
 
 @dataclass
@@ -88,6 +91,14 @@ def candidates_from_csv(path: Path, attribute_names: list[str]) -> list[Candidat
         out.append(Candidate(name, table.values[i], f"{path}: row {table.rows[i]}", cells,
                              table.origins[i] if table.origins else "user"))
     return out
+
+
+def check_count(existing: int, new: int) -> None:
+    """Refuse, before any work, a registry of more than MAX_USER_CLASSES user classes."""
+    if existing + new > MAX_USER_CLASSES:
+        raise DataError(f"{new} new classes would make {existing + new} user classes; a model can have at most "
+                        f"{MAX_USER_CLASSES} (the refit's time grows with the square of their number). Add "
+                        f"at most {max(0, MAX_USER_CLASSES - existing)} more.")
 
 
 def value_range(builtin: np.ndarray) -> tuple[float, float, float, float]:

@@ -32,8 +32,9 @@ def with_user_classes(bundle, device: str = "cpu"):
         return bundle
     clash = sorted(set(reg.names) & set(cfg.class_names))
     if clash:
+        where = "" if model_name is None else f" --model {model_name}"
         raise RegistryError(f"{registry_dir(key)}: user class {clash[0]!r} clashes with a built-in class. "
-                            f"Remove it with `dkgzsl classes remove {clash[0]}{'' if model_name is None else ' --model ' + model_name}`.")
+                            f"Remove it with `dkgzsl classes remove {clash[0]}{where}`.")
     import torch
 
     from ..models.bundle import Bundle
