@@ -26,7 +26,9 @@ def app_for(results, **kw):
 
 async def settle(pilot, *keys):
     await pilot.press(*keys)
-    await pilot.pause(0.3)  # the detail pane fills after the cursor rests (80 ms)
+    await pilot.pause(0.3)  # the detail pane fills after the cursor rests (80 ms)...
+    await pilot.app.workers.wait_for_complete()  # ...from a worker: wait for it even on a loaded machine
+    await pilot.pause()
     await pilot.wait_for_scheduled_animations()
 
 
