@@ -48,8 +48,13 @@ def test_bundled_model_classifies_demo_photos_offline(demo_photos, monkeypatch):
     assert right >= 0.7 * len(rows)
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores; the default run trains on photos in test_train_images (seconds)
+@pytest.mark.timeout(1800)
 def test_small_demo_model_retrains_from_scratch(tmp_path):
-    """The bundled model's recipe at toy scale: all 48 classes, 6 photos per seen class, a few epochs."""
+    """The bundled model's recipe at toy scale: all 48 classes, 6 photos per seen class, 50 epochs
+    (run with ``pytest -m slow``). Shows the recipe still learns; the default run keeps the end-to-end
+    checks: train/evaluate/classify on photos (test_train_images), the bundled model offline (above) and its
+    reference outputs (test_demo_reference)."""
     train, test = tmp_path / "train", tmp_path / "test"
     write_training_folder(train, per_class=6, seed=0, quality=85)
     write_test_photos(test, per_class=2, seed=5, quality=85)
