@@ -241,3 +241,16 @@ def test_missing_column_message_says_origin_is_optional(model, tmp_path):
     assert r.exit_code == 1 and "missing column(s) 'size'" in r.stderr
     text = " ".join(r.stderr.split())
     assert "exactly name, optionally origin, and the model's 4 attributes" in text
+
+
+def test_too_many_rows_are_refused_at_once(model, tmp_path, monkeypatch):
+    """Defect 1: a 10,000-row add-class tried to allocate 34 GB and died after 2 silent minutes."""
+    import dkgzsl_app.classes.refit as refit
+    from dkgzsl_app.classes.validate import MAX_USER_CLASSES
+
+    monkeypatch.setattr(refit, "fit_user_rows", lambda *a, **k: pytest.fail("fitted before the limit check"))
+    rows = "".join(f"c{i},{(i % 97) / 97},{(i // 97) / 97},0,0.5\n" for i in range(MAX_USER_CLASSES + 1))
+    r = add(model, write_csv(tmp_path / "many.csv", HEADER + rows))
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{MAX_USER_CLASSES + 1} new classes would make {MAX_USER_CLASSES + 1} user classes; a model can have " \
+           f"at most {MAX_USER_CLASSES}" in " ".join(r.stderr.split())

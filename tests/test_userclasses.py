@@ -250,3 +250,12 @@ def test_too_many_classes_are_refused_before_any_work(tiny, monkeypatch):
                                         "Add at most 2 more"):
         add_classes(f"local-dir:{tiny}", many)
     assert list_user_classes(f"local-dir:{tiny}") == []
+
+
+def test_the_repair_advice_names_the_model_as_the_user_would():
+    from dkgzsl_app.classes.registry import repair_command
+    from dkgzsl_app.sources import DEFAULT_MODEL, bundled_models, source_for_folder
+
+    assert source_for_folder(bundled_models()[DEFAULT_MODEL]) is None  # the default model needs no --model
+    assert repair_command(None) == repair_command(DEFAULT_MODEL) == "dkgzsl classes repair"
+    assert repair_command("local-dir:/my models/b") == "dkgzsl classes repair --model 'local-dir:/my models/b'"

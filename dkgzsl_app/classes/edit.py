@@ -72,10 +72,11 @@ def _add(info: ModelInfo, cands: list[Candidate], warn: Callable[[str], None] | 
     check_range(cands, info.table.values, list(info.config.attribute_names))
     with locked(info.registry):
         reg = read(info)  # the state now, after any add-class that held the lock before us
+        users = set(reg.names)
+        check_count(len(reg), len({c.name for c in cands if c.name not in users and c.origin == "user"}))
         new = screen(cands, info, reg, warn)
         if not new:
             return []
-        check_count(len(reg), len(new))
         _commit(info, reg.names + [c.name for c in new], np.concatenate([reg.values, [c.values for c in new]]), warn,
                 progress)
     return [c.name for c in new]

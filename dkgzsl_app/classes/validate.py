@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 RANGE_SLACK = 0.1  # values may exceed the span of the model's attribute matrix by this share of it
 # Every change refits all user rows jointly; its work grows with the square of their number (each class's
-# generated features are scored against every class). See benchmarks/results/add_class_large.json.
-MAX_USER_CLASSES = 2000
+# generated features are scored against every class): 1,000 took 7.5-11 min on a 2-core CPU with a
+# 200-class model (benchmarks/results/add_class_large.json), so 2,000 would take ~30-45 min.
+MAX_USER_CLASSES = 1000
 
 
 @dataclass
@@ -86,8 +87,8 @@ def candidates_from_csv(path: Path, attribute_names: list[str]) -> list[Candidat
     """Classes of a CSV (name, optional origin, one column per attribute); structural errors name the cell."""
     table = read_class_csv(path, attribute_names=list(attribute_names), require_origin=False, semicolons=True)
     out = []
-    for i, name in enumerate(table.names):
-        cells = [f"column '{a}' ({column_letter(j)})" for a, j in zip(table.attribute_names, table.columns)]
+    cells = [f"column '{a}' ({column_letter(j)})" for a, j in zip(table.attribute_names, table.columns)]
+    for i, name in enumerate(table.names):  # every row shares one list of cell names
         out.append(Candidate(name, table.values[i], f"{path}: row {table.rows[i]}", cells,
                              table.origins[i] if table.origins else "user"))
     return out
@@ -97,8 +98,8 @@ def check_count(existing: int, new: int) -> None:
     """Refuse, before any work, a registry of more than MAX_USER_CLASSES user classes."""
     if existing + new > MAX_USER_CLASSES:
         raise DataError(f"{new} new classes would make {existing + new} user classes; a model can have at most "
-                        f"{MAX_USER_CLASSES} (the refit's time grows with the square of their number). Add "
-                        f"at most {max(0, MAX_USER_CLASSES - existing)} more.")
+                        f"{MAX_USER_CLASSES} (every change refits all of them together, in a time that grows with "
+                        f"the square of their number). Add at most {max(0, MAX_USER_CLASSES - existing)} more.")
 
 
 def value_range(builtin: np.ndarray) -> tuple[float, float, float, float]:
@@ -149,11 +150,14 @@ def screen(cands: list[Candidate], info: ModelInfo, reg: Registry, warn: Callabl
             raise DataError(f"{c.where}: class name {c.name!r} is used twice ({taken[c.name]}); names must be unique.")
         taken[c.name] = c.where
         keep.append(c)
-    existing = list(zip(info.table.names, info.table.values)) + list(zip(reg.names, reg.values))
+    existing: dict[bytes, str] = {}  # attribute vector → first class with it (linear in the classes)
+    for n, v in reversed(list(zip(info.table.names, info.table.values)) + list(zip(reg.names, reg.values))):
+        existing[(np.asarray(v, np.float32) + np.float32(0)).tobytes()] = n  # + 0: -0.0 and 0.0 alike
     for c in keep:
-        twin = next((n for n, v in existing if np.array_equal(v, c.values)), None)
+        key = (np.asarray(c.values, np.float32) + np.float32(0)).tobytes()
+        twin = existing.get(key)
         if twin is not None:
             warn(f"{c.where}: {c.name!r} has the same attribute values as {twin!r}; the model cannot tell them "
                  "apart, and photos will be split between them.")
-        existing.append((c.name, c.values))
+        existing.setdefault(key, c.name)
     return keep
