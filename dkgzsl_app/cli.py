@@ -39,6 +39,26 @@ class Select(str, Enum):
     none = "none"
 
 
+class FinalLength(str, Enum):
+    epochs = "epochs"
+    iterations = "iterations"
+
+
+class FinalGamma(str, Enum):
+    select = "select"
+    seen_rate = "seen_rate"
+
+
+class OodScore(str, Enum):
+    msp = "msp"
+    energy = "energy"
+
+
+class EnergyNorm(str, Enum):
+    quantile = "quantile"
+    none = "none"
+
+
 # `train`'s option defaults are TrainConfig's field defaults (one training configuration, not a copy here).
 _TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
@@ -86,6 +106,11 @@ def train(
     tau_od: float = typer.Option(_TRAIN["tau_od"], help="Temperature on the cosines of L_od."),
     od_target: str = typer.Option(_TRAIN["od_target"], help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
     select: Select = typer.Option(Select(_TRAIN["select"]), help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
+    final_length: FinalLength = typer.Option(FinalLength(_TRAIN["final_length"]), help="Length of the final run: the selected epoch count (epochs) or the selected number of generator iterations (iterations)."),
+    final_gamma: FinalGamma = typer.Option(FinalGamma(_TRAIN["final_gamma"]), help="Calibration γ of the final model: chosen on the selection model (select), or re-fitted on held-out seen training images (seen_rate)."),
+    ood_score: OodScore = typer.Option(OodScore(_TRAIN["ood_score"]), help="Seen/unseen score fed to ε: max softmax probability (msp) or energy."),
+    energy_norm: EnergyNorm = typer.Option(EnergyNorm(_TRAIN["energy_norm"]), help="With --ood-score energy: map energies to [0, 1] by the teacher's 1st..99th percentile (quantile), or raw (none)."),
+    g_od_real: bool = typer.Option(_TRAIN["g_od_real"], "--g-od-real/--no-g-od-real", help="G's L_od batch includes the iteration's real seen features (the paper's batch)."),
     seed: int = typer.Option(_TRAIN["seed"]),
     attribute_names: Optional[Path] = typer.Option(None, help="Text file with one attribute name per line (xlsa17 has none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
@@ -110,7 +135,9 @@ def train(
                       hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
                       gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
                       tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target,
-                      select=select.value, seed=seed)
+                      select=select.value, seed=seed, final_length=final_length.value,
+                      final_gamma=final_gamma.value, ood_score=ood_score.value, energy_norm=energy_norm.value,
+                      g_od_real=g_od_real)
     try:
         cfg.validate()
     except ValueError as e:
@@ -136,7 +163,7 @@ def train(
     if images is not None:
         fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2)
     else:
-        fs = load_features(features) if names is None else _load_named(features, names)
+        fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     with TrainProgress(enabled=not as_json) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
                                device=dev, backbone=bb_config)
@@ -169,7 +196,7 @@ def _extraction_progress(total: int):
 def _load_named(features: Path, names: list[str]):
     from .trainer.data import load_xlsa17
 
-    return load_xlsa17(features, attribute_names=names)
+    return load_xlsa17(features, attribute_names=names, warn=_warn)
 
 
 @app.command()
@@ -206,7 +233,7 @@ def evaluate(
                                   warn=_warn, progress=_extraction_progress)
         bundle.model.cpu()  # the backbone ran on --device; scoring the features is CPU work
     else:
-        fs = load_features(features)
+        fs = load_features(features, warn=_warn)
     metrics = evaluate_bundle(bundle, fs, calibration, plot)
     if as_json:
         typer.echo(json.dumps(metrics))

@@ -353,3 +353,34 @@ def test_training_extraction_reports_progress(tmp_path, monkeypatch):
 
     fs = feature_set_from_images(tmp_path / "photos", tmp_path / "classes.csv", backbone=None, progress=progress)
     assert seen == [[9, 9]] and len(fs.labels) == 9
+
+
+def test_train_science_options_reach_the_config(tmp_path, monkeypatch):
+    """--final-length/--final-gamma/--ood-score/--energy-norm/--g-od-real map onto TrainConfig."""
+    import dkgzsl_app.trainer.train as train_mod
+
+    seen = {}
+
+    def fake_train_bundle(fs, cfg, out, **kw):
+        seen["cfg"] = cfg
+        raise train_mod.DataError("stop here")  # a DkgzslError: the CLI's one error path ends the command
+
+    monkeypatch.setattr(train_mod, "train_bundle", fake_train_bundle)
+    from dkgzsl_app.trainer.data import save_feature_folder
+    from dkgzsl_app.trainer.synthetic import make_feature_set
+
+    feats = tmp_path / "feats"
+    save_feature_folder(make_feature_set(), feats)
+    result = CliRunner().invoke(app, ["train", "--features", str(feats), "--out", str(tmp_path / "run"),
+                                      "--final-length", "iterations", "--final-gamma", "seen_rate",
+                                      "--ood-score", "energy", "--energy-norm", "none", "--g-od-real"])
+    assert result.exit_code == 1 and "stop here" in result.output
+    cfg = seen["cfg"]
+    assert (cfg.final_length, cfg.final_gamma, cfg.ood_score, cfg.energy_norm, cfg.g_od_real) == (
+        "iterations", "seen_rate", "energy", "none", True)
+
+
+def test_train_refuses_seen_rate_gamma_without_validation(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--features", str(tmp_path), "--out", str(tmp_path / "run"),
+                                      "--final-gamma", "seen_rate", "--select", "none"])
+    assert result.exit_code == 2 and "select" in result.output

@@ -393,3 +393,21 @@ def test_an_error_row_says_why_instead_of_working(results):
             assert "working" not in why and "cannot identify image file" in why
 
     asyncio.run(run())
+
+
+def test_an_unusable_feature_cache_is_a_toast_not_a_lost_notice(bundle, tmp_path, monkeypatch):
+    """The engine's cache notice (turned off: DKGZSL_HOME/cache is a file) reaches the user as a toast."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DKGZSL_HOME", str(home))
+    photos = [str(p) for p in make_photos(tmp_path / "photos")]
+
+    async def run():
+        opts = EngineOptions(model=f"local-dir:{bundle}", device="cpu", workers=0, use_cache=True)
+        app = create_app(paths=photos, options=opts, show_images=False, store=RunStore(tmp_path / "run"))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: not app.classifying and app.table.row_count == len(photos))
+            await wait_until(pilot, lambda: any("cannot be used" in str(n.message) for n in app._notifications))
+
+    asyncio.run(run())

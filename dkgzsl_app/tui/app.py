@@ -125,6 +125,9 @@ class BrowseApp(App):
             return
         try:
             self.call_from_thread(self.update_status, "loading the model…" if not self.engine.loaded else None)
+            # feature-cache notices (turned off, rebuilt) as a toast, not lost in engine.notices
+            self.engine.warn = lambda note: self.call_from_thread(self.notify, note, title="feature cache",
+                                                                  severity="warning")
             self.engine.load()
             if not self.paths:
                 self.call_from_thread(self.model_ready)
