@@ -15,7 +15,7 @@ from .classify import DEFAULT_MODEL
 from .cli_classes import register as register_class_commands
 from .cli_util import DkgzslGroup, fail as _fail, finite as _finite, warn as _warn
 from .progress import photo_progress
-from .trainer.config import TrainConfig
+from .trainer.config import CHOICES, TrainConfig
 
 app = typer.Typer(
     cls=DkgzslGroup,  # the one place a DkgzslError becomes `error: ...` and its exit code
@@ -27,36 +27,14 @@ app = typer.Typer(
 )
 
 
-class Ablation(str, Enum):
-    baseline = "baseline"
-    id = "id"
-    od = "od"
-    both = "both"
+def _choices(option: str) -> type[Enum]:
+    """The values TrainConfig accepts for a string option, as the Enum Typer shows as choices."""
+    return Enum(option.title().replace("_", ""), {v: v for v in CHOICES[option]}, type=str)
 
 
-class Select(str, Enum):
-    val = "val"
-    none = "none"
-
-
-class FinalLength(str, Enum):
-    epochs = "epochs"
-    iterations = "iterations"
-
-
-class FinalGamma(str, Enum):
-    select = "select"
-    seen_rate = "seen_rate"
-
-
-class OodScore(str, Enum):
-    msp = "msp"
-    energy = "energy"
-
-
-class EnergyNorm(str, Enum):
-    quantile = "quantile"
-    none = "none"
+Ablation, Select, OdTarget = _choices("ablation"), _choices("select"), _choices("od_target")
+FinalLength, FinalGamma = _choices("final_length"), _choices("final_gamma")
+OodScore, EnergyNorm = _choices("ood_score"), _choices("energy_norm")
 
 
 # `train`'s option defaults are TrainConfig's field defaults (one training configuration, not a copy here).
@@ -104,7 +82,7 @@ def train(
     tau_kl: float = typer.Option(_TRAIN["tau_kl"], help="Temperature of L_kl on L2-normalised logits."),
     tau_be: float = typer.Option(_TRAIN["tau_be"], help="Temperature on the cosines of L_be."),
     tau_od: float = typer.Option(_TRAIN["tau_od"], help="Temperature on the cosines of L_od."),
-    od_target: str = typer.Option(_TRAIN["od_target"], help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
+    od_target: OdTarget = typer.Option(OdTarget(_TRAIN["od_target"]), help="L_od positive pairs: same class (class) or same seen/unseen side (domain)."),
     select: Select = typer.Option(Select(_TRAIN["select"]), help="val: pick epochs and calibration on validation classes; none: last epoch, γ=0."),
     final_length: FinalLength = typer.Option(FinalLength(_TRAIN["final_length"]), help="Length of the final run: the selected epoch count (epochs) or the selected number of generator iterations (iterations)."),
     final_gamma: FinalGamma = typer.Option(FinalGamma(_TRAIN["final_gamma"]), help="Calibration γ of the final model: chosen on the selection model (select), or re-fitted on held-out seen training images (seen_rate)."),
@@ -134,7 +112,7 @@ def train(
                       batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
                       hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
                       gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
-                      tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target,
+                      tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target.value,
                       select=select.value, seed=seed, final_length=final_length.value,
                       final_gamma=final_gamma.value, ood_score=ood_score.value, energy_norm=energy_norm.value,
                       g_od_real=g_od_real)

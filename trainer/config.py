@@ -11,6 +11,18 @@ ABLATIONS = {  # name -> (use_id, use_od); "baseline" = generator + L_cls only
     "both": (True, True),
 }
 
+# The values each string option may take: validate() checks them and the CLI offers them as choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "ablation": tuple(ABLATIONS),
+    "od_target": ("class", "domain"),
+    "select": ("val", "none"),
+    "final_length": ("epochs", "iterations"),
+    "final_gamma": ("select", "seen_rate"),
+    "energy_norm": ("quantile", "none"),
+    "ood_score": ("msp", "energy"),
+    "kl_normalize": ("both", "teacher"),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -72,16 +84,8 @@ class TrainConfig:
         return "f-clswgan" if self.ablation == "baseline" else "d3gzsl"
 
     def validate(self) -> None:
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {', '.join(ABLATIONS)}, not {self.ablation!r}")
-        if self.od_target not in ("class", "domain"):
-            raise ValueError(f"od_target must be 'class' or 'domain', not {self.od_target!r}")
-        if self.select not in ("val", "none"):
-            raise ValueError(f"select must be 'val' or 'none', not {self.select!r}")
-        for name, value, allowed in (("final_length", self.final_length, ("epochs", "iterations")),
-                                     ("final_gamma", self.final_gamma, ("select", "seen_rate")),
-                                     ("energy_norm", self.energy_norm, ("quantile", "none")),
-                                     ("ood_score", self.ood_score, ("msp", "energy"))):
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
         if self.final_gamma == "seen_rate" and self.select != "val":
