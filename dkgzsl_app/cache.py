@@ -38,11 +38,16 @@ def file_digest(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def backbone_key(config) -> str:
-    """Everything that changes the features of a given photo: weights and preprocessing."""
+def backbone_key(config, precision: str = "fp32") -> str:
+    """Everything that changes the features of a given photo: weights, preprocessing, and the precision
+    of the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key;
+    fp32 keeps the key it had before precisions existed, so existing caches stay valid: the channels_last
+    and default layouts agree within fp32 round-off, ~1e-6 relative, and are interchangeable)."""
     fields = {k: getattr(config, k) for k in ("name", "pretrained_tag", "input_size", "mean", "std",
                                                "interpolation", "crop_pct", "feature_layer")}
     fields["feature_version"] = FEATURE_VERSION
+    if precision != "fp32":
+        fields["precision"] = precision
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 

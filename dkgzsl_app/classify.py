@@ -27,6 +27,7 @@ class Prediction:
     path: str
     top: list[Guess] = field(default_factory=list)
     error: str = ""  # why the file could not be classified ("" when it was)
+    precision: str = ""  # the backbone's precision that made the features (fp32 | bf16 | fp16); "" if unknown
 
 
 def pick_device(name: str = "auto") -> str:
@@ -38,10 +39,15 @@ def pick_device(name: str = "auto") -> str:
 
 class Classifier:
     """A bundle with its backbone, ready to classify photos; with the model's user classes unless
-    ``user_classes`` is False (``bundle`` stays as loaded; ``self.bundle`` is the view in use)."""
+    ``user_classes`` is False (``bundle`` stays as loaded; ``self.bundle`` is the view in use).
+    ``precision`` (auto | fp32 | bf16) is resolved for this device and backbone: ``self.precision`` is the
+    one the backbone runs in (fp32, bf16 or fp16 on CUDA; see ``precision.py``)."""
 
-    def __init__(self, bundle, backbone, device: str = "cpu", user_classes: bool = True):
+    def __init__(self, bundle, backbone, device: str = "cpu", user_classes: bool = True, precision: str = "auto"):
+        from .precision import resolve_precision
+
         self.base_bundle, self.backbone, self.device = bundle, backbone, device
+        self.precision = resolve_precision(precision, device, backbone.config.name if backbone else None)
         self.bundle, self.model = bundle, bundle.model.to(device).eval()
         if user_classes:
             self.reload_classes()
@@ -63,7 +69,8 @@ class Classifier:
         """Backbone features for ``images``; with a FeatureCache, photos seen before skip the backbone."""
         from .extract import extract_cached
 
-        return extract_cached(self.backbone, list(images), self.device, batch_size, workers, cache, on_batch)
+        return extract_cached(self.backbone, list(images), self.device, batch_size, workers, cache, on_batch,
+                              self.precision)
 
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
                  workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None) -> list[Prediction]:
@@ -93,16 +100,20 @@ class Classifier:
             k = max(1, min(top_k, len(cfg.class_names)))
             top = scores.topk(k, dim=1)
             for row, i in enumerate(order):
+                preds[i].precision = self.precision
                 preds[i].top = [Guess(cfg.class_names[c], self.bundle.origins[c], float(s), float(probs[row, c]))
                                 for s, c in zip(top.values[row].tolist(), top.indices[row].tolist())]
         return preds
 
 
-def load(source: str, device: str = "auto", offline: bool = False) -> Classifier:
-    """Load a bundle (hf-hub:, local-dir: or a folder) and its backbone for classifying photos."""
+def load(source: str, device: str = "auto", offline: bool = False, precision: str = "auto") -> Classifier:
+    """Load a bundle (hf-hub:, local-dir: or a folder) and its backbone for classifying photos;
+    ``precision``: auto, fp32 or bf16 for the backbone (see ``precision.py``)."""
     from .models.backbone import OFFLINE, create_backbone
     from .models.bundle import load_bundle
+    from .precision import parse_precision
 
+    parse_precision(precision)  # a bad value is a usage error before any loading
     dev = pick_device(device)
     bundle = load_bundle(resolve_source(source, offline))
     bb = bundle.config.backbone
@@ -116,4 +127,4 @@ def load(source: str, device: str = "auto", offline: bool = False) -> Classifier
     if bundle.config.feature_dim != backbone.model.num_features:
         raise BundleError(f"{bundle.path}: feature_dim {bundle.config.feature_dim} does not match "
                           f"{bb.name}'s {backbone.model.num_features} features.")
-    return Classifier(bundle, backbone, dev)
+    return Classifier(bundle, backbone, dev, precision=precision)

@@ -37,6 +37,16 @@ FinalLength, FinalGamma = _choices("final_length"), _choices("final_gamma")
 OodScore, EnergyNorm = _choices("ood_score"), _choices("energy_norm")
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+_PRECISION_HELP = ("The backbone's precision on the CPU: auto (bf16 where the CPU computes it natively, "
+                   "else fp32), fp32 or bf16; channels_last either way.")
+
+
 # `train`'s option defaults are TrainConfig's field defaults (one training configuration, not a copy here).
 _TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
@@ -93,7 +103,7 @@ def train(
     attribute_names: Optional[Path] = typer.Option(None, help="Text file with one attribute name per line (xlsa17 has none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for torch. Training uses this many (default 2: the count changes the result's bits, see README \"Reproducibility\"; 0 = torch's default); feature extraction uses torch's default unless given."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
     """Train a generator + D3GZSL unified classifier on feature files and write a bundle."""
@@ -133,7 +143,7 @@ def train(
     import torch
 
     from .trainer.data import load_features
-    from .trainer.train import train_bundle
+    from .trainer.train import TRAIN_THREADS, train_bundle
 
     if threads:
         torch.set_num_threads(threads)
@@ -144,7 +154,8 @@ def train(
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     with TrainProgress(enabled=not as_json) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
-                               device=dev, backbone=bb_config)
+                               device=dev, backbone=bb_config,
+                               threads=TRAIN_THREADS if threads is None else threads)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
               "calibration": outcome.calibration}
     if as_json:
@@ -186,6 +197,7 @@ def evaluate(
     calibration: Optional[float] = typer.Option(None, callback=_finite, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
     device: str = typer.Option("auto", help="With --images: where the backbone runs (auto, cpu, cuda, cuda:N or mps)."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="With --images: " + _PRECISION_HELP + " Default fp32: the reference figures (model cards) on every machine."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score a bundle on the test split: S, U, H, CZSL and AUSUC."""
@@ -205,14 +217,16 @@ def evaluate(
         from .image_data import test_set_from_images
         from .locations import feature_cache_file
 
-        clf = load_classifier(model, device, offline)
+        clf = load_classifier(model, device, offline, precision.value)
         bundle = clf.bundle  # with the model's user classes, as classify sees it
         fs = test_set_from_images(images, clf.bundle, clf.backbone, clf.device, FeatureCache(feature_cache_file(), warn=_warn),
-                                  warn=_warn, progress=_extraction_progress)
+                                  warn=_warn, progress=_extraction_progress, precision=clf.precision)
         bundle.model.cpu()  # the backbone ran on --device; scoring the features is CPU work
     else:
         fs = load_features(features, warn=_warn)
     metrics = evaluate_bundle(bundle, fs, calibration, plot)
+    if images is not None:
+        metrics["precision"] = clf.precision  # the backbone's, for the record (--json)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -255,6 +269,7 @@ def classify(
     calibration: Optional[float] = typer.Option(None, callback=_finite, help="γ subtracted from seen-class scores (default: the bundle's)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     tui: bool = typer.Option(False, "--tui", help="Classify inside the terminal UI (see dkgzsl browse); --output gets the final results."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", help=_PRECISION_HELP + " JSON/JSONL rows record it."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
@@ -280,14 +295,15 @@ def classify(
 
         parse_device(device)  # a bad --device is a usage error here, not inside the TUI
         opts = EngineOptions(model=model, device=device, offline=offline, top_k=top_k, calibration=calibration,
-                             batch_size=batch_size, workers=workers, use_cache=not no_cache)
+                             batch_size=batch_size, workers=workers, use_cache=not no_cache,
+                             precision=precision.value)
         preds = _run_tui(None, [str(p) for p in found.images], opts)
         if output is not None:
             _write_predictions(preds + missing, fmt, output)
         return
     from .classify import load
 
-    clf = load(model, device, offline)
+    clf = load(model, device, offline, precision.value)
     cache = None
     if not no_cache:
         from .cache import FeatureCache
@@ -367,6 +383,7 @@ def browse(
     no_cache: bool = typer.Option(False, "--no-cache", help="Keep backbone features in memory only."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not draw the photos in the terminal."),
     no_model: bool = typer.Option(False, "--no-model", help="With a results file: load no model (no explanations or class editor; starts at once)."),
+    precision: Precision = typer.Option(Precision.auto, "--precision", help=_PRECISION_HELP),
 ) -> None:
     """Browse predictions in the terminal UI: sort, filter, look at photos, correct, export, edit classes.
 
@@ -376,7 +393,7 @@ def browse(
     from .tui import EngineOptions
 
     opts = EngineOptions(model=None if no_model else model, device=device, offline=offline, top_k=top_k,
-                         batch_size=batch_size, workers=workers, use_cache=not no_cache)
+                         batch_size=batch_size, workers=workers, use_cache=not no_cache, precision=precision.value)
     inputs = inputs or []
     results = [Path(i) for i in inputs if Path(i).is_file() and Path(i).suffix.lower() in (".jsonl", ".json", ".csv")]
     if results and len(inputs) > 1:

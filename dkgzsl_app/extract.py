@@ -1,8 +1,10 @@
 """Backbone features for many photos: decoding and resizing in DataLoader workers, overlapped with the
-forward pass; bad files become per-file errors; on CUDA, AMP + channels_last and a batch size that
-halves itself on out-of-memory."""
+forward pass; bad files become per-file errors; channels_last on the CPU and CUDA, autocast by
+``precision`` (fp32 | bf16 | fp16, see ``precision.py``), and on CUDA a batch size that halves itself on
+out-of-memory."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -45,14 +47,29 @@ class Extracted:
     errors: dict[int, str] = field(default_factory=dict)  # image index → reason
 
 
+def set_layout(model, channels_last: bool):
+    """Put ``model``'s weights in the channels_last (or default) memory layout, unless they already are."""
+    if getattr(model, "_dkgzsl_channels_last", False) != channels_last:
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        model._dkgzsl_channels_last = channels_last
+    return model
+
+
 def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
-            on_batch: Callable[[int], None] | None = None) -> Extracted:
-    """Pooled backbone features for ``images`` (paths or PIL images), in input order by index."""
+            on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
+            channels_last: bool | None = None) -> Extracted:
+    """Pooled backbone features for ``images`` (paths or PIL images), in input order by index.
+
+    ``precision`` is a resolved one (fp32, bf16 or fp16; ``precision.resolve_precision``);
+    ``channels_last`` defaults to True on the CPU and CUDA (False keeps the default layout: bit for bit
+    the features of dkgzsl before issue 17, which ``train --images`` keeps for reproducible bundles)."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16 (resolved), not {precision!r}")
     dev = torch.device(device)
-    model = backbone.model.to(dev)
     cuda = dev.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last is None:
+        channels_last = dev.type in ("cpu", "cuda")
+    model = set_layout(backbone.model.to(dev), channels_last)
     # JPEG DCT-domain downscaling to no smaller than the resize step's target: far less decoding work
     c = backbone.config
     short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
@@ -64,7 +81,7 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     for x, idx, errors in loader:
         out.errors.update(errors)
         if x is not None:
-            for i, f in zip(idx, _forward(backbone, x, dev)):
+            for i, f in zip(idx, _forward(backbone, x, dev, precision, channels_last)):
                 out.features[i] = f
         if on_batch:
             on_batch(len(idx) + len(errors))
@@ -72,15 +89,17 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
 
 
 def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
-                   cache=None, on_batch: Callable[[int], None] | None = None) -> Extracted:
-    """``extract`` through a FeatureCache: photos (paths) seen before with this backbone skip it."""
+                   cache=None, on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
+                   channels_last: bool | None = None) -> Extracted:
+    """``extract`` through a FeatureCache: photos (paths) seen before with this backbone (and precision:
+    bf16 and fp16 features are kept apart from fp32 ones) skip it."""
     from pathlib import Path
 
     from .cache import backbone_key, file_digest
 
     if cache is None:
-        return extract(backbone, images, device, batch_size, workers, on_batch)
-    key = backbone_key(backbone.config)
+        return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last)
+    key = backbone_key(backbone.config, precision)
     digests: dict[int, str] = {}
     for i, im in enumerate(images):
         if isinstance(im, (str, Path)):
@@ -93,7 +112,8 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     todo = [i for i in range(len(images)) if i not in got.features]
     if on_batch and got.features:
         on_batch(len(got.features))
-    fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch)
+    fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch, precision,
+                    channels_last)
     for j, f in fresh.features.items():
         got.features[todo[j]] = f
     got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}
@@ -103,20 +123,25 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     return got
 
 
-def _forward(backbone, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """Pooled features (B, D) on the CPU; on CUDA out-of-memory, split the batch in halves and retry."""
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp32",
+             channels_last: bool = True) -> torch.Tensor:
+    """Pooled features (B, D) float32 on the CPU; on CUDA out-of-memory, split the batch in halves and retry."""
     try:
         with torch.inference_mode():
-            if dev.type == "cuda":
-                x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.float16):
-                    pooled, _ = backbone.features(x)
-                return pooled.float().cpu()
-            pooled, _ = backbone.features(x.to(dev))
-            return pooled.cpu()
+            x = x.to(dev, non_blocking=dev.type == "cuda")
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            dtype = _AUTOCAST.get(precision)
+            with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+                pooled, _ = backbone.features(x)
+            return pooled.float().cpu()
     except torch.OutOfMemoryError:
         if len(x) == 1:
             raise
         torch.cuda.empty_cache()
         half = len(x) // 2
-        return torch.cat([_forward(backbone, x[:half], dev), _forward(backbone, x[half:], dev)])
+        return torch.cat([_forward(backbone, x[:half], dev, precision, channels_last),
+                          _forward(backbone, x[half:], dev, precision, channels_last)])

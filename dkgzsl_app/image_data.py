@@ -39,7 +39,8 @@ Progress = Callable[[int], ContextManager[Optional[Callable[[int], None]]]]
 
 
 def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, device, cache, batch_size, workers,
-             warn: Callable[[str], None], on_batch, progress: Progress | None = None):
+             warn: Callable[[str], None], on_batch, progress: Progress | None = None, precision: str = "fp32",
+             channels_last: bool | None = None):
     from .extract import extract_cached
 
     paths, labels = [], []
@@ -53,7 +54,8 @@ def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, dev
             for f in callbacks:
                 f(n)
 
-        got = extract_cached(backbone, paths, device, batch_size, workers, cache, both if callbacks else None)
+        got = extract_cached(backbone, paths, device, batch_size, workers, cache, both if callbacks else None,
+                             precision, channels_last)
     for i, reason in sorted(got.errors.items()):
         warn(f"{paths[i]}: {reason} (skipped)")
     keep = sorted(got.features)
@@ -65,10 +67,20 @@ def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, dev
 
 def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", cache=None,
                             batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
-                            on_batch=None, progress: Progress | None = None):
+                            on_batch=None, progress: Progress | None = None, precision: str | None = None,
+                            channels_last: bool | None = None):
     """Training data: every class of the CSV; those with a photo sub-folder are seen, the rest unseen.
 
-    ``on_batch(n)`` hears of every n photos done; ``progress(total)`` may draw a bar (see ``Progress``)."""
+    ``on_batch(n)`` hears of every n photos done; ``progress(total)`` may draw a bar (see ``Progress``).
+    Unless asked otherwise (``precision``: fp32 | bf16 | fp16, ``channels_last``), features are made as
+    before issue 17: fp32 in the default memory layout on the CPU (bit for bit those of earlier versions, so
+    a bundle trained from photos rebuilds byte for byte: the demo model's card), fp16 AMP + channels_last
+    on CUDA."""
+    cuda = str(device).startswith("cuda")
+    if precision is None:
+        precision = "fp16" if cuda else "fp32"
+    if channels_last is None:
+        channels_last = cuda
     from .trainer.data import FeatureSet
 
     table = read_class_csv(attributes_csv, require_origin=False)
@@ -88,7 +100,8 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
     if len(photos) < 3:
         raise DataError(f"{images_dir}: photos of at least 3 classes are needed to train (found {len(photos)}).")
     index = {n: i for i, n in enumerate(table.names)}
-    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress)
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress,
+                             precision, channels_last)
     seen = np.array([n in photos for n in table.names])
     empty = np.zeros(0, np.int64)
     return FeatureSet(features=feats, labels=labels, class_names=list(table.names), attributes=table.values,
@@ -98,8 +111,9 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
 
 def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu", cache=None,
                          batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
-                         progress: Progress | None = None):
-    """Evaluation data: labelled photos of the bundle's classes, all of them test images."""
+                         progress: Progress | None = None, precision: str = "fp32"):
+    """Evaluation data: labelled photos of the bundle's classes, all of them test images; ``precision`` is a
+    resolved one (fp32, bf16, fp16), the backbone in channels_last on the CPU."""
     from .trainer.data import FeatureSet
 
     cfg = bundle.config
@@ -108,7 +122,8 @@ def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu"
     if unknown:
         raise DataError(f"{images_dir}: photos of classes the model does not know: {', '.join(unknown[:5])}.")
     index = {n: i for i, n in enumerate(cfg.class_names)}
-    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None, progress)
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None, progress,
+                             precision)
     seen = np.array(cfg.seen)
     idx = np.arange(len(labels))
     return FeatureSet(features=feats, labels=labels, class_names=list(cfg.class_names),

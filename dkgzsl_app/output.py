@@ -20,6 +20,7 @@ def records(preds) -> list[dict]:
             "top_k": [{"class": g.name, "origin": g.origin, "score": round(g.score, 6),
                        "probability": round(g.probability, 6)} for g in p.top],
             "error": p.error or None,
+            "precision": getattr(p, "precision", "") or None,  # the backbone's (fp32 | bf16 | fp16); issue 17
         })
     return out
 
@@ -114,7 +115,7 @@ def read_predictions(path) -> tuple[list, dict[str, str]]:
             raise DataError(f"{path}: every record needs a 'path'.")
         top = [Guess(t["class"], t.get("origin") or "", float(t["score"]), float(t.get("probability") or 0.0))
                for t in r.get("top_k") or []]
-        preds.append(Prediction(str(r["path"]), top, r.get("error") or ""))
+        preds.append(Prediction(str(r["path"]), top, r.get("error") or "", str(r.get("precision") or "")))
         if r.get("correction"):
             corrections[str(r["path"])] = str(r["correction"])
     return preds, corrections

@@ -87,6 +87,13 @@ class BrowseApp(App):
         self._done = 0
         self._preview_timer = None
         self.sub_title = source
+        if self.paths and engine.options.model is not None and not engine.loaded:
+            # classifying photos needs torch at once: import it before the first frame, not in the
+            # worker, where the import's GIL-held stretches stall the UI (issue 17; a results file opens
+            # without waiting, and its model still loads in the worker)
+            from .engine import preload_libraries
+
+            preload_libraries()
 
     # ----------------------------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:

@@ -48,6 +48,14 @@ def _gc_paused():
             gc.enable()
 
 
+def preload_libraries() -> None:
+    """Import torch and timm now (about 1.5-3 s on a 2-core CPU). Importing them holds the GIL for up to
+    ~185 ms at a stretch (extension modules initialise with it held), which stalls the UI thread however
+    the import is scheduled; done before the app draws its first frame, that stall never shows."""
+    import timm  # noqa: F401 (imports torch and torchvision too)
+    import timm.data  # noqa: F401
+
+
 class MemoryFeatureCache:
     """The FeatureCache interface (get/put by digest and backbone key), kept in memory for one session."""
 
@@ -76,6 +84,7 @@ class EngineOptions:
     use_cache: bool = True
     chunk: int = 64  # photos per classify call: the table fills in steps of this size
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    precision: str = "auto"  # the backbone's: auto | fp32 | bf16 (dkgzsl_app.precision)
 
 
 class Engine:
@@ -114,7 +123,7 @@ class Engine:
             import torch
 
             torch.set_num_threads(self.options.threads)
-        clf = load(self.options.model, self.options.device, self.options.offline)
+        clf = load(self.options.model, self.options.device, self.options.offline, self.options.precision)
         if self.options.use_cache:
             from ..cache import open_cache
 
