@@ -31,9 +31,16 @@ from ..models.errors import DataError
 from ..models.version import package_version
 from .config import TrainConfig
 from .data import FeatureSet, carve_validation, hold_out_per_class
+from .determinism import deterministic_training
 from .loop import fit
 from .metrics import choose_gamma, gamma_for_seen_rate, gzsl_accuracy, seen_side_rate
 from .task import Task, make_task
+
+
+# Intra-op threads while training (README "Reproducibility"): the thread count changes the float32 bits of
+# the result, so it is fixed, not taken from the machine's core count. 2 is what the bundled demo model was
+# built with; `dkgzsl train --threads N` overrides it (0 = torch's default for this machine).
+TRAIN_THREADS = 2
 
 
 @dataclass
@@ -92,15 +99,23 @@ def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenanc
 def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False,
                  on_epoch: Callable[[str, dict], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, device: str = "cpu",
-                 backbone=None) -> TrainOutcome:
+                 backbone=None, threads: int = TRAIN_THREADS) -> TrainOutcome:
     """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly.
 
     ``backbone`` (a BackboneConfig) is recorded in the bundle when the features came from photos.
+    Training runs with deterministic algorithms and ``threads`` intra-op threads (0: torch's current
+    setting); both, with the CPU capability, go into the bundle's provenance (determinism.conditions).
     """
     cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_config(run_dir / "train_config.json", cfg, fs, resume)
+    with deterministic_training(threads, device) as conditions:
+        return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions)
+
+
+def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epoch, progress, device: str,
+           backbone, conditions: dict) -> TrainOutcome:
     say = (lambda phase: (lambda row: on_epoch(phase, row))) if on_epoch else (lambda phase: None)
     tick = (lambda phase: (lambda i, n: progress(phase, i, n))) if progress else (lambda phase: None)
 
@@ -139,7 +154,7 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
         "data_sha256": fs.sha256(), "data_source": fs.source, "seed": cfg.seed,
         "selected_epoch": best_epoch, **extra, "selection": cfg.select, "train_config": cfg.to_dict(),
         "dkgzsl": package_version(), "torch": torch.__version__, "python": platform.python_version(),
-        "device": torch.device(device).type,
+        "device": torch.device(device).type, **conditions,
     }
     config = model_config(fs, cfg, gamma, provenance, backbone)
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
