@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """classify throughput, side by side in one run (CPU by default):
 
-  (a) the plain timm forward pass on preloaded, preprocessed tensors (the ceiling);
-  (b) `classify` end to end: decode + resize in DataLoader workers, forward, head (no cache);
+  (a) the plain timm forward pass on preloaded, preprocessed tensors: fp32, default memory layout (what
+      dkgzsl did on the CPU before issue 17);
+  (a') the same in channels_last; (a'') channels_last + bf16 autocast — a, a' and a'' take turns batch by
+      batch, so load from other processes falls on all three alike;
+  (b) `classify` end to end in --precision auto (channels_last, bf16 where the CPU has it natively):
+      decode + resize in DataLoader workers, forward, head (no cache);
   (c) a naive single-process loop: open, transform, forward, one batch at a time;
   (d) `classify` again with a warm feature cache.
 
 Photos: N JPEGs made from the CC0 test photos at varied sizes (640 px to 3000 px wide), random crops.
-Targets (issue #3): b/a ≥ 0.85, b/c ≥ 1.3, d ≥ 20× faster than b.
+Targets (issue #3): b/a ≥ 0.85, b/c ≥ 1.3, d ≥ 20× faster than b. Issue 17: b/a ≥ 2 on a CPU with native
+bf16, ≥ 1.5 on one without (channels_last alone).
 
     python benchmarks/classify.py --n 500 --batch-size 32 --workers 2
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import random
 import resource
 import shutil
@@ -73,6 +80,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--keep", type=Path, help="make the photos here and keep them")
+    p.add_argument("--precision", default="auto", help="for (b), (c) and (d): auto, fp32 or bf16")
     a = p.parse_args()
 
     import dkgzsl_app
@@ -84,19 +92,46 @@ def main() -> None:
     photos_dir.mkdir(parents=True, exist_ok=True)
     paths = make_photos(photos_dir, a.n)
     mb = sum(Path(x).stat().st_size for x in paths) / 1e6
-    clf = dkgzsl_app.load(str(build_bundle(work)), device=a.device)
-    model, tf = clf.backbone.model, clf.backbone.transform()
+    from dkgzsl_app.models.backbone import Backbone
+    from dkgzsl_app.precision import cpu_native_bf16
+
+    load_before = os.getloadavg()
+    clf = dkgzsl_app.load(str(build_bundle(work)), device=a.device, precision=a.precision)
+    tf = clf.backbone.transform()
     dev = torch.device(a.device)
+    plain = Backbone(copy.deepcopy(clf.backbone.model).to(dev), clf.backbone.config)  # default layout
+    fast = Backbone(copy.deepcopy(clf.backbone.model).to(dev).to(memory_format=torch.channels_last),
+                    clf.backbone.config)
 
     def plain_forward(batch: torch.Tensor):
         with torch.inference_mode():
-            return clf.backbone.features(batch.to(dev))[0]
+            return plain.features(batch.to(dev))[0]
 
-    # (a) preloaded tensors: preprocessing is not timed
+    def cl_forward(batch: torch.Tensor, bf16: bool = False):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return fast.features(batch.to(dev).contiguous(memory_format=torch.channels_last))[0].float()
+
+    # (a), (a'), (a''): preloaded tensors (preprocessing is not timed), taking turns batch by batch
     tensors = torch.stack([tf(load_rgb(x)) for x in paths])
-    plain_forward(tensors[: a.batch_size])  # warm-up
-    t_a, _ = timed(lambda: [plain_forward(tensors[i:i + a.batch_size]) for i in range(0, a.n, a.batch_size)])
+    variants = {"a_plain_forward": plain_forward, "a1_channels_last": cl_forward,
+                "a2_channels_last_bf16": lambda b: cl_forward(b, True)}
+    spent = dict.fromkeys(variants, 0.0)
+    feats: dict[str, list] = {k: [] for k in variants}
+    for fn in variants.values():
+        fn(tensors[: a.batch_size])  # warm-up
+    for i in range(0, a.n, a.batch_size):
+        for k, fn in variants.items():
+            t, f = timed(lambda: fn(tensors[i:i + a.batch_size]))
+            spent[k] += t
+            feats[k].append(f)
     del tensors
+    ref = torch.cat(feats["a_plain_forward"])
+    diffs = {}
+    for k in ("a1_channels_last", "a2_channels_last_bf16"):
+        d = (torch.cat(feats[k]) - ref).abs()
+        diffs[k] = {"max_abs": float(d.max()), "max_abs_over_max_feature": float(d.max() / ref.abs().max()),
+                    "relative_l2": float(d.norm() / ref.norm())}
+    t_a = spent["a_plain_forward"]
 
     # (b) classify end to end, no cache
     t_b, preds = timed(lambda: clf.classify(paths, batch_size=a.batch_size, workers=a.workers))
@@ -115,13 +150,20 @@ def main() -> None:
     t_d, warm = timed(lambda: clf.classify(paths, batch_size=a.batch_size, workers=a.workers, cache=cache))
     assert [w.top[0].name for w in warm] == [pr.top[0].name for pr in preds]
 
-    ips = {k: a.n / t for k, t in (("a_plain_forward", t_a), ("b_classify", t_b), ("c_naive_loop", t_c),
+    ips = {k: a.n / t for k, t in (*spent.items(), ("b_classify", t_b), ("c_naive_loop", t_c),
                                    ("d_classify_warm_cache", t_d))}
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = {"images": a.n, "jpeg_mb": round(mb, 1), "batch_size": a.batch_size, "workers": a.workers,
               "device": a.device, "torch_threads": torch.get_num_threads(),
+              "precision_b": clf.precision, "precision_asked": a.precision,
+              "cpu_native_bf16": cpu_native_bf16() if dev.type == "cpu" else None,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
               "images_per_s": {k: round(v, 2) for k, v in ips.items()},
+              "a1_over_a": round(ips["a1_channels_last"] / ips["a_plain_forward"], 3),
+              "a2_over_a": round(ips["a2_channels_last_bf16"] / ips["a_plain_forward"], 3),
+              "feature_difference_to_a": diffs,
               "b_over_a": round(ips["b_classify"] / ips["a_plain_forward"], 3),
               "b_over_c": round(ips["b_classify"] / ips["c_naive_loop"], 3),
               "d_over_b": round(ips["d_classify_warm_cache"] / ips["b_classify"], 1),
