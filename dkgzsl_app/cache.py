@@ -38,16 +38,20 @@ def file_digest(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def backbone_key(config, precision: str = "fp32") -> str:
-    """Everything that changes the features of a given photo: weights, preprocessing, and the precision
-    of the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key;
-    fp32 keeps the key it had before precisions existed, so existing caches stay valid: the channels_last
-    and default layouts agree within fp32 round-off, ~1e-6 relative, and are interchangeable)."""
+def backbone_key(config, precision: str = "fp32", channels_last: bool = False) -> str:
+    """Everything that changes the features of a given photo: weights, preprocessing, the precision of
+    the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key)
+    and the memory layout. channels_last and the default layout agree within fp32 round-off (~1e-6
+    relative), but not bit for bit: ``train --images`` extracts in the default layout so that a bundle
+    rebuilds byte for byte, and features classify cached in channels_last must not leak into it. fp32 in
+    the default layout keeps the key it had before precisions and layouts existed."""
     fields = {k: getattr(config, k) for k in ("name", "pretrained_tag", "input_size", "mean", "std",
                                                "interpolation", "crop_pct", "feature_layer")}
     fields["feature_version"] = FEATURE_VERSION
     if precision != "fp32":
         fields["precision"] = precision
+    if channels_last:
+        fields["layout"] = "channels_last"
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -99,7 +99,9 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
 
     if cache is None:
         return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last)
-    key = backbone_key(backbone.config, precision)
+    if channels_last is None:
+        channels_last = torch.device(device).type in ("cpu", "cuda")  # as extract() decides
+    key = backbone_key(backbone.config, precision, channels_last)
     digests: dict[int, str] = {}
     for i, im in enumerate(images):
         if isinstance(im, (str, Path)):

@@ -115,3 +115,20 @@ def test_classify_jsonl_records_the_precision(demo_photos, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["precision"] for r in rows] == ["fp32", "fp32"]
+
+
+def test_layouts_are_cached_apart_so_train_features_stay_bit_exact(backbone, tmp_path):
+    """classify (channels_last) fills the cache; train --images (default layout) must still get its own
+    bit-exact features from it, or a bundle's rebuild would depend on what classify ran before."""
+    from dkgzsl_app.cache import FeatureCache
+    from dkgzsl_app.extract import extract_cached
+
+    photos = [str(ASSETS / "chelsea.jpg"), str(ASSETS / "coffee.jpg")]
+    cache = FeatureCache(tmp_path / "f.sqlite3")
+    extract_cached(backbone, photos, "cpu", cache=cache, workers=0)  # classify's default: channels_last on the CPU
+    cached = extract_cached(backbone, photos, "cpu", cache=cache, workers=0, channels_last=False)
+    fresh = extract(backbone, photos, "cpu", workers=0, channels_last=False)
+    for i in range(2):
+        assert torch.equal(cached.features[i], fresh.features[i])
+    c = backbone.config
+    assert backbone_key(c, "fp32", channels_last=True) != backbone_key(c, "fp32")
