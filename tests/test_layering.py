@@ -1,4 +1,4 @@
-"""The layering app -> trainer -> models, checked by import-linter (.ci/lint_imports.py, run by .ci/run)."""
+"""The layering app -> trainer -> models, checked by import-linter (`lint-imports`, run by .ci/run)."""
 import shutil
 import subprocess
 import sys
@@ -7,19 +7,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / ".ci" / "lint_imports.py"
+LINT = Path(sys.executable).parent / "lint-imports"
 
 pytest.importorskip("importlinter")
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--root", str(root)], capture_output=True, text=True,
-                          timeout=120)
+    # lint-imports puts its working folder first on sys.path: run in ``root``, it checks that tree
+    return subprocess.run([str(LINT), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120)
 
 
 def copy_tree(dest: Path) -> Path:
     for name in ("dkgzsl_app", "models", "trainer"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
+        shutil.copytree(REPO / name, dest / name, symlinks=True,  # dkgzsl_app/models -> ../models stays a link
+                        ignore=shutil.ignore_patterns("__pycache__", "pretrained"))
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
