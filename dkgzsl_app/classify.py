@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .models.errors import BundleError, UsageError
-from .sources import DEFAULT_MODEL, bundled_models, resolve_source  # noqa: F401 (re-exported)
+from .sources import resolve_source
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .classify import DEFAULT_MODEL
+from .sources import DEFAULT_MODEL
 from .cli_classes import register as register_class_commands
 from .cli_util import DkgzslGroup, fail as _fail, finite as _finite, warn as _warn
 from .progress import photo_progress
@@ -65,7 +65,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _bundle_dir(model: str, offline: bool = False) -> Path:
     """Resolve a --model value (hf-hub:, local-dir: or a folder) to a local bundle folder."""
-    from .classify import resolve_source
+    from .sources import resolve_source
 
     return resolve_source(model, offline)
 

@@ -47,6 +47,11 @@ class Extracted:
     errors: dict[int, str] = field(default_factory=dict)  # image index → reason
 
 
+def default_channels_last(device) -> bool:
+    """channels_last unless asked otherwise: on the CPU and CUDA (not MPS)."""
+    return torch.device(device).type in ("cpu", "cuda")
+
+
 def set_layout(model, channels_last: bool):
     """Put ``model``'s weights in the channels_last (or default) memory layout, unless they already are."""
     if getattr(model, "_dkgzsl_channels_last", False) != channels_last:
@@ -68,7 +73,7 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     if channels_last is None:
-        channels_last = dev.type in ("cpu", "cuda")
+        channels_last = default_channels_last(dev)
     model = set_layout(backbone.model.to(dev), channels_last)
     # JPEG DCT-domain downscaling to no smaller than the resize step's target: far less decoding work
     c = backbone.config
@@ -100,7 +105,7 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     if cache is None:
         return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last)
     if channels_last is None:
-        channels_last = torch.device(device).type in ("cpu", "cuda")  # as extract() decides
+        channels_last = default_channels_last(device)
     key = backbone_key(backbone.config, precision, channels_last)
     digests: dict[int, str] = {}
     for i, im in enumerate(images):

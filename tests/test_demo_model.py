@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dkgzsl_app.cli import app
-from dkgzsl_app.classify import DEFAULT_MODEL, bundled_models, resolve_source
+from dkgzsl_app.sources import DEFAULT_MODEL, bundled_models, resolve_source
 from dkgzsl_app.models.bundle import load_bundle
 from dkgzsl_app.trainer.render import demo_classes, write_test_photos, write_training_folder
 

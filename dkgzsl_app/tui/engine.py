@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
-from ..classify import DEFAULT_MODEL
+from ..sources import DEFAULT_MODEL
 
 
 def background_priority() -> None:
