@@ -354,20 +354,24 @@ def demo(
     per_class: int = typer.Option(3, min=1, help="Photos per class."),
     seed: int = typer.Option(1, help="Rendering seed (the demo training set uses 0)."),
     training: bool = typer.Option(False, "--training", help="Write a training folder instead: one sub-folder per seen class + classes.csv."),
+    scenes: bool = typer.Option(False, "--scenes", help="The harder set: a smaller object among distractors on a busy background."),
 ) -> None:
-    """Write rendered demo photos of every class, seen and unseen, the true class in each file name."""
+    """Write rendered demo photos of every class, seen and unseen, the true class in each file name.
+
+    --scenes renders the same classes harder: a smaller object at a random place among distractors in the
+    colours and patterns of other classes, on a busy background."""
     from .models.atomic import check_writable_folder
     from .trainer.render import demo_classes, write_test_photos, write_training_folder
 
     check_writable_folder(folder, "demo folder")
-
+    style, label = ("scenes", "scenes ") if scenes else ("plain", "")
     if training:
-        write_training_folder(folder, per_class, seed)
-        typer.echo(f"{folder}: {per_class} photos for each seen class, and classes.csv")
+        write_training_folder(folder, per_class, seed, style=style)
+        typer.echo(f"{folder}: {per_class} {label}photos for each seen class, and classes.csv")
         return
-    paths = write_test_photos(folder, per_class, seed)
+    paths = write_test_photos(folder, per_class, seed, style=style)
     unseen = sum(1 for c in demo_classes() if not c.seen)
-    typer.echo(f"{folder}: {len(paths)} photos of {len(demo_classes())} classes ({unseen} unseen)")
+    typer.echo(f"{folder}: {len(paths)} {label}photos of {len(demo_classes())} classes ({unseen} unseen)")
 
 
 @app.command()
