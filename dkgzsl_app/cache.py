@@ -1,8 +1,11 @@
 """A cache of backbone features, keyed by photo content + backbone + preprocessing.
 
-One SQLite file (transactions: a crash mid-write leaves the old state), float32 feature blobs with a
-checksum each (a warm run scores exactly like a cold one, and a damaged entry is recomputed, never
-used), and a size limit enforced by evicting the least recently used entries. A second ``classify`` of
+One SQLite file (transactions: a crash mid-write leaves the old state), feature blobs with a checksum
+each (a warm run scores exactly like a cold one, and a damaged entry is recomputed, never used), and a
+size limit enforced by evicting the least recently used entries. Two kinds of feature (``FEATURE_KINDS``):
+``pooled`` (D,) float32 (``dim`` = D), and ``regions`` (R, C) float16, the backbone's region/token map
+(``dim`` = C, R = blob bytes / (2 C); 49 x 1280 x 2 = 125 kB a photo for tf_efficientnet_lite0). The
+kind is part of the key (``backbone_key``), so the two never meet under one key. A second ``classify`` of
 the same photos, or one after the class list changed, skips the backbone entirely.
 
 The cache is never the reason a command fails: a damaged file (found when it is opened or at any later
@@ -27,6 +30,7 @@ DEFAULT_LIMIT_BYTES = 2 * 1024**3
 FEATURE_VERSION = 1  # bump when the feature computation changes for the same backbone config
 SCHEMA_VERSION = 2  # PRAGMA user_version; 2 added the per-entry checksum. Other versions are emptied.
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+FEATURE_KINDS = ("pooled", "regions")
 T = TypeVar("T")
 
 
@@ -38,13 +42,16 @@ def file_digest(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def backbone_key(config, precision: str = "fp32", channels_last: bool = False) -> str:
+def backbone_key(config, precision: str = "fp32", channels_last: bool = False, kind: str = "pooled") -> str:
     """Everything that changes the features of a given photo: weights, preprocessing, the precision of
     the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key)
     and the memory layout. channels_last and the default layout agree within fp32 round-off (~1e-6
     relative), but not bit for bit: ``train --images`` extracts in the default layout so that a bundle
     rebuilds byte for byte, and features classify cached in channels_last must not leak into it. fp32 in
-    the default layout keeps the key it had before precisions and layouts existed."""
+    the default layout keeps the key it had before precisions and layouts existed, and every pooled key is
+    what it was before ``kind`` existed; ``kind="regions"`` adds a field, so region maps get keys of their
+    own."""
+    check_kind(kind)
     fields = {k: getattr(config, k) for k in ("name", "pretrained_tag", "input_size", "mean", "std",
                                                "interpolation", "crop_pct", "feature_layer")}
     fields["feature_version"] = FEATURE_VERSION
@@ -52,7 +59,15 @@ def backbone_key(config, precision: str = "fp32", channels_last: bool = False) -
         fields["precision"] = precision
     if channels_last:
         fields["layout"] = "channels_last"
+    if kind != "pooled":
+        fields["kind"] = kind
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def check_kind(kind: str) -> str:
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"feature kind must be one of {', '.join(FEATURE_KINDS)}, not {kind!r}")
+    return kind
 
 
 def open_cache(path: Path | None = None, warn: Callable[[str], None] | None = None,
@@ -85,7 +100,8 @@ def _log_warning(message: str) -> None:
 
 
 class FeatureCache:
-    """``get``/``put`` float32 features by (photo digest, backbone key); see the module docstring.
+    """``get``/``put`` features by (photo digest, backbone key): pooled (D,) float32 or regions (R, C)
+    float16 (``kind``); see the module docstring.
 
     ``warn`` receives at most one notice per problem (damaged file set aside; cache turned off); without
     one, notices go to the ``dkgzsl_app.cache`` logger. ``usable`` is False once the cache is off: then
@@ -206,27 +222,33 @@ class FeatureCache:
             return fallback()
 
     # ---- the interface --------------------------------------------------------------------------------
-    def get(self, digests: list[str], backbone: str) -> dict[str, np.ndarray]:
-        """Features (float32) for the digests that are cached; marks them as recently used."""
+    def get(self, digests: list[str], backbone: str, kind: str = "pooled") -> dict[str, np.ndarray]:
+        """Features for the digests that are cached, pooled (D,) float32 or regions (R, C) float16 by
+        ``kind`` (the one ``backbone`` was made with); marks them as recently used."""
+        check_kind(kind)
         found: dict[str, np.ndarray] = {}
         now = time.time()
         for start in range(0, len(digests), 500):
             part = digests[start:start + 500]
-            found.update(self._guarded(lambda: self._read(part, backbone), dict))
+            found.update(self._guarded(lambda: self._read(part, backbone, kind), dict))
             if self.db is not None:
                 self._guarded(lambda: self._touch(part, backbone, now), lambda: None)
         return found
 
-    def _read(self, part: list[str], backbone: str) -> dict[str, np.ndarray]:
+    def _read(self, part: list[str], backbone: str, kind: str = "pooled") -> dict[str, np.ndarray]:
         assert self.db is not None
         marks = ",".join("?" * len(part))
         rows = self.db.execute(f"SELECT digest, dim, data, crc FROM features "
                                f"WHERE backbone = ? AND digest IN ({marks})", [backbone, *part]).fetchall()
         found, damaged = {}, []
         for digest, dim, data, crc in rows:
-            if (isinstance(data, bytes) and isinstance(dim, int) and len(data) == 4 * dim
+            if not (isinstance(data, bytes) and isinstance(dim, int) and dim > 0
                     and crc == _checksum(digest, backbone, data)):
-                found[digest] = np.frombuffer(data, dtype=np.float32).copy()
+                damaged.append(digest)
+            elif kind == "pooled" and len(data) == 4 * dim:
+                found[digest] = np.frombuffer(data, dtype=np.float32).copy()  # (D,)
+            elif kind == "regions" and len(data) and len(data) % (2 * dim) == 0:
+                found[digest] = np.frombuffer(data, dtype=np.float16).reshape(-1, dim).copy()  # (R, C)
             else:
                 damaged.append(digest)
         if damaged:
@@ -250,12 +272,18 @@ class FeatureCache:
             self.db.execute(f"UPDATE features SET used = ? WHERE backbone = ? AND digest IN ({marks})",
                             [now, backbone, *part])
 
-    def put(self, items: dict[str, np.ndarray], backbone: str) -> None:
+    def put(self, items: dict[str, np.ndarray], backbone: str, kind: str = "pooled") -> None:
+        """Keep ``items`` (digest → pooled (D,) or regions (R, C), stored float32 or float16 by ``kind``)."""
+        check_kind(kind)
         now = time.time()
         rows = []
         for digest, vec in items.items():
-            blob = np.ascontiguousarray(vec, dtype=np.float32).tobytes()
-            rows.append((digest, backbone, int(np.asarray(vec).shape[0]), blob, len(blob), now,
+            vec = np.asarray(vec)
+            if vec.ndim != (1 if kind == "pooled" else 2):
+                raise ValueError(f"{kind} features are {'(D,)' if kind == 'pooled' else '(R, C)'} arrays, "
+                                 f"not {vec.shape}")
+            blob = np.ascontiguousarray(vec, dtype=np.float32 if kind == "pooled" else np.float16).tobytes()
+            rows.append((digest, backbone, int(vec.shape[-1]), blob, len(blob), now,
                          _checksum(digest, backbone, blob)))
 
         def write() -> None:

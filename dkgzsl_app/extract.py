@@ -1,7 +1,9 @@
 """Backbone features for many photos: decoding and resizing in DataLoader workers, overlapped with the
 forward pass; bad files become per-file errors; channels_last on the CPU and CUDA, autocast by
 ``precision`` (fp32 | bf16 | fp16, see ``precision.py``), and on CUDA a batch size that halves itself on
-out-of-memory."""
+out-of-memory. ``kind`` picks the feature: ``pooled`` (D,) float32 (the default), or ``regions`` (R, C)
+float16, the backbone's region/token map (EfficientNet 7x7 grid → R = 49; ViT tokens), halved to fp16 on
+the device right after the forward pass so memory and cache bytes stay small."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +14,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .cache import check_kind
 from .images import ImageLoadError, load_rgb
 
 
@@ -43,7 +46,7 @@ def collate(batch):
 
 @dataclass
 class Extracted:
-    features: dict[int, torch.Tensor] = field(default_factory=dict)  # image index → pooled (D,)
+    features: dict[int, torch.Tensor] = field(default_factory=dict)  # image index → (D,) f32 | (R, C) f16
     errors: dict[int, str] = field(default_factory=dict)  # image index → reason
 
 
@@ -62,14 +65,16 @@ def set_layout(model, channels_last: bool):
 
 def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
             on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
-            channels_last: bool | None = None) -> Extracted:
-    """Pooled backbone features for ``images`` (paths or PIL images), in input order by index.
+            channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
+    """Backbone features for ``images`` (paths or PIL images), in input order by index: pooled (D,) float32,
+    or with ``kind="regions"`` the region map (R, C) float16, each on the CPU.
 
     ``precision`` is a resolved one (fp32, bf16 or fp16; ``precision.resolve_precision``);
     ``channels_last`` defaults to True on the CPU and CUDA (False keeps the default layout: bit for bit
     the features of dkgzsl before issue 17, which ``train --images`` keeps for reproducible bundles)."""
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16 (resolved), not {precision!r}")
+    check_kind(kind)
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     if channels_last is None:
@@ -86,7 +91,7 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     for x, idx, errors in loader:
         out.errors.update(errors)
         if x is not None:
-            for i, f in zip(idx, _forward(backbone, x, dev, precision, channels_last)):
+            for i, f in zip(idx, _forward(backbone, x, dev, precision, channels_last, kind)):
                 out.features[i] = f
         if on_batch:
             on_batch(len(idx) + len(errors))
@@ -95,18 +100,18 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
 
 def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
                    cache=None, on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
-                   channels_last: bool | None = None) -> Extracted:
+                   channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
     """``extract`` through a FeatureCache: photos (paths) seen before with this backbone (and precision:
-    bf16 and fp16 features are kept apart from fp32 ones) skip it."""
+    bf16 and fp16 features are kept apart from fp32 ones; layout; kind) skip it."""
     from pathlib import Path
 
     from .cache import backbone_key, file_digest
 
     if cache is None:
-        return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last)
+        return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last, kind)
     if channels_last is None:
         channels_last = default_channels_last(device)
-    key = backbone_key(backbone.config, precision, channels_last)
+    key = backbone_key(backbone.config, precision, channels_last, kind)
     digests: dict[int, str] = {}
     for i, im in enumerate(images):
         if isinstance(im, (str, Path)):
@@ -114,19 +119,19 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
                 digests[i] = file_digest(im)
             except OSError:
                 pass  # extraction reports the reason
-    hits = cache.get(sorted(set(digests.values())), key)
+    hits = cache.get(sorted(set(digests.values())), key, kind)
     got = Extracted({i: torch.from_numpy(hits[d]) for i, d in digests.items() if d in hits})
     todo = [i for i in range(len(images)) if i not in got.features]
     if on_batch and got.features:
         on_batch(len(got.features))
     fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch, precision,
-                    channels_last)
+                    channels_last, kind)
     for j, f in fresh.features.items():
         got.features[todo[j]] = f
     got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}
     new = {digests[todo[j]]: f.numpy() for j, f in fresh.features.items() if todo[j] in digests}
     if new:
-        cache.put(new, key)
+        cache.put(new, key, kind)
     return got
 
 
@@ -134,8 +139,9 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp32",
-             channels_last: bool = True) -> torch.Tensor:
-    """Pooled features (B, D) float32 on the CPU; on CUDA out-of-memory, split the batch in halves and retry."""
+             channels_last: bool = True, kind: str = "pooled") -> torch.Tensor:
+    """Pooled features (B, D) float32, or regions (B, R, C) float16 (contiguous), on the CPU; on CUDA
+    out-of-memory, split the batch in halves and retry."""
     try:
         with torch.inference_mode():
             x = x.to(dev, non_blocking=dev.type == "cuda")
@@ -143,12 +149,14 @@ def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp3
                 x = x.contiguous(memory_format=torch.channels_last)
             dtype = _AUTOCAST.get(precision)
             with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
-                pooled, _ = backbone.features(x)
+                pooled, regions = backbone.features(x)
+            if kind == "regions":  # fp16 before the copy to the CPU: half the bytes to move and keep
+                return regions.to(torch.float16, memory_format=torch.contiguous_format).cpu()
             return pooled.float().cpu()
     except torch.OutOfMemoryError:
         if len(x) == 1:
             raise
         torch.cuda.empty_cache()
         half = len(x) // 2
-        return torch.cat([_forward(backbone, x[:half], dev, precision, channels_last),
-                          _forward(backbone, x[half:], dev, precision, channels_last)])
+        return torch.cat([_forward(backbone, x[:half], dev, precision, channels_last, kind),
+                          _forward(backbone, x[half:], dev, precision, channels_last, kind)])

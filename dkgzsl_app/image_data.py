@@ -1,7 +1,9 @@
 """Photo folders as FeatureSets, so `train` and `evaluate` work on images with the same code as on
 feature files. Layout: one sub-folder of photos per class (``DIR/<class>/*.jpg``), or, for test photos,
 a flat folder whose file names start with the class (``DIR/<class>__0001.jpg``, what `dkgzsl demo` writes).
-The attributes CSV is the class table format (name, optional origin, one column per attribute)."""
+The attributes CSV is the class table format (name, optional origin, one column per attribute). ``kind``
+picks the features: ``pooled`` (N, D) float32, or ``regions`` (N, R, C) float16 (the region/token map that
+region methods such as DKGZSL consume)."""
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +42,7 @@ Progress = Callable[[int], ContextManager[Optional[Callable[[int], None]]]]
 
 def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, device, cache, batch_size, workers,
              warn: Callable[[str], None], on_batch, progress: Progress | None = None, precision: str = "fp32",
-             channels_last: bool | None = None):
+             channels_last: bool | None = None, kind: str = "pooled"):
     from .extract import extract_cached
 
     paths, labels = [], []
@@ -55,27 +57,29 @@ def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, dev
                 f(n)
 
         got = extract_cached(backbone, paths, device, batch_size, workers, cache, both if callbacks else None,
-                             precision, channels_last)
+                             precision, channels_last, kind)
     for i, reason in sorted(got.errors.items()):
         warn(f"{paths[i]}: {reason} (skipped)")
     keep = sorted(got.features)
     if not keep:
         raise DataError("none of the photos could be read.")
-    feats = np.stack([got.features[i].numpy() for i in keep]).astype(np.float32)  # (N, D)
+    feats = np.stack([got.features[i].numpy() for i in keep])  # (N, D) float32 | (N, R, C) float16
+    if kind == "pooled":
+        feats = feats.astype(np.float32)
     return feats, np.array([labels[i] for i in keep], np.int64)
 
 
 def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", cache=None,
                             batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
                             on_batch=None, progress: Progress | None = None, precision: str | None = None,
-                            channels_last: bool | None = None):
+                            channels_last: bool | None = None, kind: str = "pooled"):
     """Training data: every class of the CSV; those with a photo sub-folder are seen, the rest unseen.
 
     ``on_batch(n)`` hears of every n photos done; ``progress(total)`` may draw a bar (see ``Progress``).
     Unless asked otherwise (``precision``: fp32 | bf16 | fp16, ``channels_last``), features are made as
     before issue 17: fp32 in the default memory layout on the CPU (bit for bit those of earlier versions, so
     a bundle trained from photos rebuilds byte for byte: the demo model's card), fp16 AMP + channels_last
-    on CUDA."""
+    on CUDA. ``kind``: pooled (N, D) float32 features or regions (N, R, C) float16."""
     cuda = str(device).startswith("cuda")
     if precision is None:
         precision = "fp16" if cuda else "fp32"
@@ -101,7 +105,7 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
         raise DataError(f"{images_dir}: photos of at least 3 classes are needed to train (found {len(photos)}).")
     index = {n: i for i, n in enumerate(table.names)}
     feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress,
-                             precision, channels_last)
+                             precision, channels_last, kind)
     seen = np.array([n in photos for n in table.names])
     empty = np.zeros(0, np.int64)
     return FeatureSet(features=feats, labels=labels, class_names=list(table.names), attributes=table.values,
@@ -111,9 +115,10 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
 
 def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu", cache=None,
                          batch_size: int = 32, workers: int = 2, warn: Callable[[str], None] = print,
-                         progress: Progress | None = None, precision: str = "fp32"):
+                         progress: Progress | None = None, precision: str = "fp32", kind: str = "pooled"):
     """Evaluation data: labelled photos of the bundle's classes, all of them test images; ``precision`` is a
-    resolved one (fp32, bf16, fp16), the backbone in channels_last on the CPU."""
+    resolved one (fp32, bf16, fp16), the backbone in channels_last on the CPU; ``kind`` as for
+    ``feature_set_from_images`` (the one the bundle's method consumes)."""
     from .trainer.data import FeatureSet
 
     cfg = bundle.config
@@ -123,7 +128,7 @@ def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu"
         raise DataError(f"{images_dir}: photos of classes the model does not know: {', '.join(unknown[:5])}.")
     index = {n: i for i, n in enumerate(cfg.class_names)}
     feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, None, progress,
-                             precision)
+                             precision, kind=kind)
     seen = np.array(cfg.seen)
     idx = np.arange(len(labels))
     return FeatureSet(features=feats, labels=labels, class_names=list(cfg.class_names),

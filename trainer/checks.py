@@ -10,15 +10,17 @@ __all__ = ["check_finite", "integer_vector", "name_list"]
 
 
 def check_finite(arr: np.ndarray, where: str, row: str, col: str, fix: str, base: int = 0) -> None:
-    """Raise naming how many values of a 2-D array are NaN/inf and the first one.
+    """Raise naming how many values of a 2-D array (or 3-D: (N, R, C) region maps) are NaN/inf and the
+    first one.
 
     ``base`` is 1 for MATLAB files, whose users count images and classes from 1.
     """
     bad = ~np.isfinite(arr)
     if bad.any():
-        i, j = np.argwhere(bad)[0] + base
-        raise DataError(f"{where}: {int(bad.sum())} NaN/inf value(s); the first at {row} {i}, {col} {j} "
-                        f"({base}-based). {fix}")
+        at = np.argwhere(bad)[0] + base
+        region = f"region {at[1]}, " if len(at) == 3 else ""
+        raise DataError(f"{where}: {int(bad.sum())} NaN/inf value(s); the first at {row} {at[0]}, {region}{col} "
+                        f"{at[-1]} ({base}-based). {fix}")
 
 
 def integer_vector(arr: np.ndarray, where: str) -> np.ndarray:

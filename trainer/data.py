@@ -6,7 +6,7 @@ reads the MATLAB files through :mod:`.matio`), and the project's **own format** 
 :func:`save_feature_folder` writes), a folder with:
 
 * ``features.safetensors`` (read and written with ``safetensors.numpy``; no pickle):
-    - ``features`` (N, D) float32,
+    - ``features`` (N, D) float32 (pooled), or (N, R, C) float16 (region/token maps),
     - ``labels`` (N,) int64, 0-based row index into ``classes.csv``,
     - ``split`` (N,) uint8: 0 = trainval (must be an image of a seen class),
       1 = test (test_seen if its class is seen, test_unseen if unseen),
@@ -47,7 +47,8 @@ class FeatureSet:
     """Image features with labels, class attributes and the seen/unseen split.
 
     Attributes:
-        features: (N, D) float32, finite.
+        features: (N, D) float32, finite: pooled features; or (N, R, C) float16, finite: each image's
+            region/token map (R regions of C channels), kept in float16 to halve memory (see ``kind``).
         labels: (N,) int64, 0-based index into ``class_names``.
         class_names: (C,) class names.
         attributes: (C, d) float32 class attribute matrix, as stored.
@@ -60,7 +61,7 @@ class FeatureSet:
         source: where it was loaded from, for provenance.
     """
 
-    features: np.ndarray  # (N, D) float32
+    features: np.ndarray  # (N, D) float32 | (N, R, C) float16
     labels: np.ndarray  # (N,) int64
     class_names: list[str]
     attributes: np.ndarray  # (C, d) float32
@@ -72,11 +73,18 @@ class FeatureSet:
     val_classes: np.ndarray | None = None  # (K,) int64
     source: str = ""
 
+    @property
+    def kind(self) -> str:
+        """``"pooled"`` for (N, D) features, ``"regions"`` for (N, R, C) region maps."""
+        return "regions" if np.ndim(self.features) == 3 else "pooled"
+
     def sha256(self) -> str:
-        """Hex SHA-256 over features, labels, attributes, seen mask, splits and val_classes."""
+        """Hex SHA-256 over features, labels, attributes, seen mask, splits and val_classes (each with its
+        dtype and shape: pooled features as float32, region maps as float16)."""
         h = hashlib.sha256()
         val = self.val_classes if self.val_classes is not None else np.zeros(0, np.int64)
-        parts = [("features", self.features, np.float32), ("labels", self.labels, np.int64),
+        feature_dtype = np.float16 if self.kind == "regions" else np.float32
+        parts = [("features", self.features, feature_dtype), ("labels", self.labels, np.int64),
                  ("attributes", self.attributes, np.float32), ("seen", self.seen, np.bool_),
                  ("trainval", self.trainval, np.int64), ("test_seen", self.test_seen, np.int64),
                  ("test_unseen", self.test_unseen, np.int64),
@@ -121,14 +129,15 @@ def load_feature_folder(directory) -> FeatureSet:
     n_cls = len(table.names)
     seen = np.array([o == "seen" for o in table.origins])  # (C,)
     feats, labels, split = t["features"], t["labels"], t["split"]
-    if feats.ndim != 2 or feats.dtype.kind != "f":
-        raise DataError(f"{st_path}: 'features' should be a (N, D) float32 matrix, not {feats.dtype} {feats.shape}.")
+    if feats.ndim not in (2, 3) or feats.dtype.kind != "f" or 0 in feats.shape[1:]:
+        raise DataError(f"{st_path}: 'features' should be a (N, D) float32 matrix or (N, R, C) float16 region "
+                        f"maps, not {feats.dtype} {feats.shape}.")
     n = feats.shape[0]
     for key, arr in (("labels", labels), ("split", split)):
         if arr.shape != (n,) or arr.dtype.kind not in "iu":
             raise DataError(f"{st_path}: '{key}' should be ({n},) integers (one per feature row), "
                             f"not {arr.dtype} {arr.shape}.")
-    features = np.ascontiguousarray(feats, dtype=np.float32)  # (N, D)
+    features = np.ascontiguousarray(feats, dtype=np.float32 if feats.ndim == 2 else np.float16)  # (N, D) | (N, R, C)
     labels, split = labels.astype(np.int64), split.astype(np.int64)
     check_finite(features, f"{st_path}: 'features'", "row", "column", "Re-extract those features.")
     bad = (labels < 0) | (labels >= n_cls)
@@ -165,7 +174,7 @@ def load_feature_folder(directory) -> FeatureSet:
 def _split_vector(fs: FeatureSet) -> np.ndarray:
     """(N,) uint8 split codes for ``fs``, checking it can be written consistently."""
     n, n_cls = fs.features.shape[0], len(fs.class_names)
-    if fs.features.ndim != 2 or fs.labels.shape != (n,) or fs.attributes.shape != (n_cls, len(fs.attribute_names)):
+    if fs.features.ndim not in (2, 3) or fs.labels.shape != (n,) or fs.attributes.shape != (n_cls, len(fs.attribute_names)):
         raise DataError(f"cannot save FeatureSet: inconsistent shapes features {fs.features.shape}, labels "
                         f"{fs.labels.shape}, attributes {fs.attributes.shape} for {n_cls} classes.")
     if fs.seen.shape != (n_cls,) or fs.labels.min(initial=0) < 0 or fs.labels.max(initial=0) >= n_cls:
@@ -195,9 +204,10 @@ def save_feature_folder(fs: FeatureSet, directory) -> None:
 
     directory = Path(directory)
     split = _split_vector(fs)
-    check_finite(np.asarray(fs.features), "cannot save FeatureSet: 'features'", "image", "dimension", "")
-    tensors = {"features": np.ascontiguousarray(fs.features, dtype=np.float32),  # (N, D)
+    feature_dtype = np.float16 if fs.kind == "regions" else np.float32
+    tensors = {"features": np.ascontiguousarray(fs.features, dtype=feature_dtype),  # (N, D) | (N, R, C)
                "labels": np.ascontiguousarray(fs.labels, dtype=np.int64), "split": split}
+    check_finite(tensors["features"], "cannot save FeatureSet: 'features'", "image", "dimension", "")
     if fs.val_classes is not None:
         tensors["val_classes"] = np.ascontiguousarray(fs.val_classes, dtype=np.int64)
     origins = ["seen" if s else "unseen" for s in fs.seen]
