@@ -3,11 +3,11 @@
 Rendered demo photos (``write_test_photos``), the offline ``tf_efficientnet_lite0`` backbone, fp32,
 the default CPU layout (channels_last), CPU. In one process: a warm-up, then ``--rounds`` alternating
 timed passes of ``extract(kind="pooled")`` and ``extract(kind="regions")`` over the same photos (best
-and median pass per kind, and their ratios), and the time of the one step that differs after the forward
-pass (pooled: float32 copy; regions: float16 copy of (B, 49, 1280)) on its own; then, for each kind, a fresh SQLite cache filled by ``extract_cached``
-(cold), read back by a second ``extract_cached`` (warm: no backbone), and measured: blob bytes per photo
-(``FeatureCache.size_bytes``) and file bytes per photo (after a WAL checkpoint; the file and any
--wal/-shm files).
+and median pass per kind, and their ratios), and the time of the one step that differs after the
+forward pass (pooled: float32 copy; regions: float16 copy of (B, 49, 1280)) on its own; then, for each
+kind, a fresh SQLite cache filled by ``extract_cached`` (cold), read back by a second ``extract_cached``
+(warm: no backbone), and measured: blob bytes per photo (``FeatureCache.size_bytes``) and file bytes per
+photo (after a WAL checkpoint; the file and any -wal/-shm files).
 
     .venv/bin/python benchmarks/region_cache.py --n 96   # → benchmarks/results/region_cache.json
 
@@ -15,7 +15,7 @@ Measured (2026-11-28, N = 96, --rounds 4, 2-core CPU shared with other jobs: loa
 2 torch threads, workers 2, batch 32, torch 2.14.1):
   extract photos/s: best pass pooled 8.48, regions 6.86 (0.81); median pass pooled 6.60, regions 6.52
   (0.99). The passes spread 11.3-15.2 s with the machine's load; the one step that differs, the float16
-  copy of a (32, 49, 1280) batch, takes 15.6 ms against ~3.7 s for the batch's forward pass (0.4%).
+  copy of a (32, 49, 1280) batch, takes 15.6 ms; a pass takes ~4.9 s a batch (14.6 s / 3): 0.3%.
   cache bytes per photo: pooled blob 5,120 / file 5,717; regions blob 125,440 / file 127,232
   (target ≤ 130 kB; 49 x 1280 x 2 B = 125,440).
   warm (all cached, no backbone) photos/s: pooled 859, regions 417.
