@@ -41,6 +41,10 @@ def test_scene_is_deterministic_sized_and_not_plain():
     assert np.asarray(render_scene(c, 7, size=128)).shape == (128, 128, 3)
     assert np.abs(a.astype(int) - np.asarray(render_scene(c, 8)).astype(int)).mean() > 10
     assert np.abs(a.astype(int) - np.asarray(render(c, 7)).astype(int)).mean() > 10
+    same, (x0, y0, x1, y1) = render_scene(c, 7, with_box=True)
+    assert (np.asarray(same) == a).all()
+    side = max(x1 - x0, y1 - y0) / 256  # the object: radius 9-15% of the side, inside the photo
+    assert 0.14 < side < 0.35 and 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 256
     with pytest.raises(UsageError, match="plain, scenes"):
         renderer("busy")
 

@@ -248,11 +248,12 @@ def _jitter(colour, rng: random.Random) -> tuple[int, int, int]:
     return tuple(int(np.clip(v * rng.uniform(0.85, 1.15), 0, 255)) for v in colour)
 
 
-def render_scene(cls: DemoClass, seed: int, size: int = 256) -> Image.Image:
-    """One RGB "scenes" photo of ``cls`` (same (class, seed) → same picture): the class object, 18-30% of
-    the side across, at a random place and drawn last (never occluded), among 3-5 distractors (a
+def render_scene(cls: DemoClass, seed: int, size: int = 256, with_box: bool = False):
+    """One RGB "scenes" photo of ``cls`` (same (class, seed) → same picture): the class object (its outline
+    radius 9-15% of the side) at a random place and drawn last (never occluded), among 3-5 distractors (a
     ``DISTRACTOR_KINDS`` outline in another class's colour and pattern: never the object's own pair) on
-    a busy background; then light blur and noise as in ``render``."""
+    a busy background; then light blur and noise as in ``render``. ``with_box``: return (photo, the
+    object's bounding box (x0, y0, x1, y1) in pixels) instead, e.g. to score where a model looks."""
     rng = random.Random(f"scenes/{cls.name}/{seed}")
     img = _busy_background(size, rng)
     pairs = [(c, p) for c in COLOURS for p in PATTERNS if (c, p) != (cls.colour, cls.pattern)]
@@ -264,11 +265,15 @@ def render_scene(cls: DemoClass, seed: int, size: int = 256) -> Image.Image:
         _paint(img, pts, r, _jitter(COLOURS[colour], rng), pattern, rng)
     r = size * rng.uniform(0.09, 0.15)
     cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-    _paint(img, _outline(cls.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), r, _jitter(COLOURS[cls.colour], rng),
-           cls.pattern, rng)
+    pts = _outline(cls.shape, cx, cy, r, rng.uniform(0, 2 * math.pi))
+    _paint(img, pts, r, _jitter(COLOURS[cls.colour], rng), cls.pattern, rng)
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.6)))
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 6), (size, size, 3))
-    return Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+    img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+    if not with_box:
+        return img
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    return img, (min(xs), min(ys), max(xs), max(ys))
 
 
 def renderer(style: str):
