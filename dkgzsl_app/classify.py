@@ -66,11 +66,12 @@ class Classifier:
 
     def features(self, images: list, batch_size: int = 32, workers: int = 2, cache=None,
                  on_batch: Callable[[int], None] | None = None):
-        """Backbone features for ``images``; with a FeatureCache, photos seen before skip the backbone."""
+        """Backbone features for ``images`` (pooled or regions: what the bundle's method consumes); with a
+        FeatureCache, photos seen before skip the backbone."""
         from .extract import extract_cached
 
         return extract_cached(self.backbone, list(images), self.device, batch_size, workers, cache, on_batch,
-                              self.precision)
+                              self.precision, kind=self.bundle.config.feature_kind)
 
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
                  workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None) -> list[Prediction]:

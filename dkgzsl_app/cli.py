@@ -35,6 +35,7 @@ def _choices(option: str) -> type[Enum]:
 Ablation, Select, OdTarget = _choices("ablation"), _choices("select"), _choices("od_target")
 FinalLength, FinalGamma = _choices("final_length"), _choices("final_gamma")
 OodScore, EnergyNorm = _choices("ood_score"), _choices("energy_norm")
+Method, FdeMask = _choices("method"), _choices("fde_mask")
 
 
 class Precision(str, Enum):
@@ -77,6 +78,15 @@ def train(
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
     backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
+    method: Method = typer.Option(Method(_TRAIN["method"]), help="d3gzsl: generator + D3GZSL unified classifier on pooled features; dkgzsl: + SOVR on region features (with --images) and KTN/MFU knowledge-guided generation."),
+    fde: bool = typer.Option(_TRAIN["fde"], "--fde/--no-fde", help="dkgzsl: SOVR's feature denoising encoder (region features)."),
+    ara: bool = typer.Option(_TRAIN["ara"], "--ara/--no-ara", help="dkgzsl: SOVR's attribute-region attention (region features)."),
+    ktn: bool = typer.Option(_TRAIN["ktn"], "--ktn/--no-ktn", help="dkgzsl: knowledge transfer network + meta-fusion units in the generator."),
+    fde_mask: FdeMask = typer.Option(FdeMask(_TRAIN["fde_mask"]), help="dkgzsl: FDE's region mask, soft (sigmoid weights) or topk."),
+    fde_topk: int = typer.Option(_TRAIN["fde_topk"], help="dkgzsl with --fde-mask topk: regions kept."),
+    ara_weight: float = typer.Option(_TRAIN["ara_weight"], help="dkgzsl: weight of ARA's seen-class loss on attribute scores."),
+    ktn_weight: float = typer.Option(_TRAIN["ktn_weight"], help="dkgzsl: weight of KTN's reconstruction of real refined features in G's objective."),
+    sovr_lr: float = typer.Option(_TRAIN["sovr_lr"], help="dkgzsl: Adam learning rate of SOVR after the warm-up."),
     ablation: Ablation = typer.Option(Ablation(_TRAIN["ablation"]), help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
     epochs: int = typer.Option(_TRAIN["epochs"], help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
     teacher_epochs: int = typer.Option(_TRAIN["teacher_epochs"], help="Epochs of teacher pre-training."),
@@ -106,7 +116,7 @@ def train(
     threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for torch. Training uses this many (default 2: the count changes the result's bits, see README \"Reproducibility\"; 0 = torch's default); feature extraction uses torch's default unless given."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
-    """Train a generator + D3GZSL unified classifier on feature files and write a bundle."""
+    """Train a method (D3GZSL, or DKGZSL) on feature files or photo folders and write a bundle."""
     from .devices import parse_device
     from .models.atomic import check_writable_folder
     from .progress import TrainProgress
@@ -125,7 +135,9 @@ def train(
                       tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target.value,
                       select=select.value, seed=seed, final_length=final_length.value,
                       final_gamma=final_gamma.value, ood_score=ood_score.value, energy_norm=energy_norm.value,
-                      g_od_real=g_od_real)
+                      g_od_real=g_od_real, method=method.value, fde=fde, ara=ara, ktn=ktn,
+                      fde_mask=fde_mask.value, fde_topk=fde_topk, ara_weight=ara_weight, ktn_weight=ktn_weight,
+                      sovr_lr=sovr_lr)
     try:
         cfg.validate()
     except ValueError as e:
@@ -143,15 +155,18 @@ def train(
     import torch
 
     from .trainer.data import load_features
+    from .trainer.methods import feature_kind, notes
     from .trainer.train import TRAIN_THREADS, train_bundle
 
     if threads:
         torch.set_num_threads(threads)
     bb_config = None
     if images is not None:
-        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2)
+        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2, kind=feature_kind(cfg))
     else:
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
+    for note in notes(cfg, fs.kind):
+        _warn(note)
     with TrainProgress(enabled=not as_json) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
                                device=dev, backbone=bb_config,
@@ -165,8 +180,10 @@ def train(
                    f"calibration γ = {outcome.calibration:.4g})")
 
 
-def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int):
-    """Backbone features of a photo folder (through the feature cache) as a FeatureSet."""
+def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int,
+                        kind: str = "pooled"):
+    """Backbone features (``kind``: pooled or regions) of a photo folder, through the feature cache, as a
+    FeatureSet."""
     from .cache import FeatureCache
     from .image_data import feature_set_from_images
     from .locations import feature_cache_file
@@ -174,7 +191,7 @@ def _images_feature_set(images: Path, attributes: Path, backbone_name: str, devi
 
     bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
     fs = feature_set_from_images(images, attributes, bb, device, FeatureCache(feature_cache_file(), warn=_warn),
-                                 workers=workers, warn=_warn, progress=_extraction_progress)
+                                 workers=workers, warn=_warn, progress=_extraction_progress, kind=kind)
     return fs, bb.config
 
 
@@ -220,7 +237,8 @@ def evaluate(
         clf = load_classifier(model, device, offline, precision.value)
         bundle = clf.bundle  # with the model's user classes, as classify sees it
         fs = test_set_from_images(images, clf.bundle, clf.backbone, clf.device, FeatureCache(feature_cache_file(), warn=_warn),
-                                  warn=_warn, progress=_extraction_progress, precision=clf.precision)
+                                  warn=_warn, progress=_extraction_progress, precision=clf.precision,
+                                  kind=clf.bundle.config.feature_kind)
         bundle.model.cpu()  # the backbone ran on --device; scoring the features is CPU work
     else:
         fs = load_features(features, warn=_warn)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_bytes
 from .classcsv import ClassTable, read_class_csv, write_class_csv
-from .config import FORMAT_VERSION, METHODS, ModelConfig
+from .config import FORMAT_VERSION, ModelConfig
 from .errors import BundleError, DataError
 
 CONFIG_FILE = "config.json"
@@ -30,7 +30,7 @@ CARD_FILE = "README.md"
 @dataclass
 class Bundle:
     config: ModelConfig
-    model: "object"  # ZSLModel; typed loosely so importing this module stays torch-free
+    model: "object"  # the method's model (models/methods); typed loosely so importing this module stays torch-free
     origins: list[str]  # per class: seen | unseen | user
     path: Path | None = None
 
@@ -57,6 +57,9 @@ def model_card(config: ModelConfig, origins: list[str]) -> str:
         f"{len(config.class_names)} classes ({n_seen} seen in training, "
         f"{origins.count('unseen')} unseen, {origins.count('user')} user-added), "
         f"{config.attr_dim} attributes, feature dim {config.feature_dim}, calibration γ = {config.calibration:.4g}.",
+        "",
+        f"Method `{config.method}` on {config.feature_kind} backbone features"
+        + (f", options {json.dumps(config.options, sort_keys=True)}" if config.options else "") + ".",
         "",
         "Load with `dkgzsl classify --model <this folder or hf-hub:ORG/NAME>`.",
         "",
@@ -110,9 +113,12 @@ def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None
 
 
 def _check_config(config: ModelConfig, origins: list[str], where: Path) -> None:
+    from .methods import FEATURE_KINDS, canonical_method
+
+    canonical_method(config.method, str(where))  # an unimplemented or unknown method: refused, never guessed
     problems = []
-    if config.method not in METHODS:
-        problems.append(f"method {config.method!r} is not one of {', '.join(METHODS)}")
+    if config.feature_kind not in FEATURE_KINDS:
+        problems.append(f"feature_kind {config.feature_kind!r} is not one of {', '.join(FEATURE_KINDS)}")
     if len(config.seen) != len(config.class_names):
         problems.append(f"'seen' has {len(config.seen)} entries for {len(config.class_names)} classes")
     if len(set(config.class_names)) != len(config.class_names):
@@ -158,7 +164,7 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
     from safetensors.torch import load as st_load
     import torch
 
-    from .networks import ZSLModel
+    from .methods import build_model
 
     directory = Path(directory)
     config = load_config(directory)
@@ -178,7 +184,10 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
     table = _read_classes(directory, config)
     origins = table.origins
     _check_config(config, origins, directory / CONFIG_FILE)
-    model = ZSLModel.from_config(config)
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as e:  # options the method does not know, or values it cannot take
+        raise BundleError(f"{directory / CONFIG_FILE}: {config.method} options do not fit ({e}).") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_VERSION = 1
-METHODS = ("dkgzsl", "d3gzsl", "msdn", "msdnpp", "f-clswgan", "ce-gzsl")
 
 
 @dataclass
@@ -58,8 +57,8 @@ class BackboneConfig:
 class ModelConfig:
     """Everything config.json holds. ``format_version`` guards against bundles we cannot read."""
 
-    method: str
-    feature_dim: int
+    method: str  # what was trained: a name in models/methods (IMPLEMENTED); anything else is refused
+    feature_dim: int  # D: the backbone's pooled width, or its region channel count C for feature_kind "regions"
     attribute_names: list[str]
     class_names: list[str]
     seen: list[bool]
@@ -69,6 +68,8 @@ class ModelConfig:
     attribute_norm: str = "l2"  # how class attribute vectors are normalised before G sees them
     feature_scaling: str = "minmax"  # per-dim min-max fitted on training features, then / global max
     backbone: BackboneConfig | None = None
+    feature_kind: str = "pooled"  # what the model consumes: pooled (B, D) or regions (B, R, C) backbone features
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own settings (its Options dataclass)
     provenance: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION

@@ -87,11 +87,15 @@ class LearnableSigmoid(nn.Module):
 
 
 class ZSLModel(nn.Module):
-    """All trainable parts of a generative GZSL model with the D3GZSL unified classifier.
+    """All trainable parts of a generative GZSL model with the D3GZSL unified classifier: the ``d3gzsl``
+    method (models/methods/d3gzsl.py) and the base of ``dkgzsl``.
 
     Buffers carry what inference needs besides weights: the class attribute matrix and the
     feature scaling fitted on the training features.
     """
+
+    method = "d3gzsl"
+    feature_kind = "pooled"  # consumes pooled backbone features (B, D)
 
     def __init__(self, feature_dim: int, attr_dim: int, num_seen: int, num_classes: int,
                  noise_dim: int, hidden_dim: int, critic_hidden_dim: int, embed_dim: int,
@@ -109,6 +113,8 @@ class ZSLModel(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> "ZSLModel":
+        if config.options:
+            raise ValueError(f"d3gzsl takes no options, got {', '.join(sorted(config.options))}")
         return cls(config.feature_dim, config.attr_dim, config.num_seen, config.num_classes,
                    config.generator.noise_dim, config.generator.hidden_dim,
                    config.generator.critic_hidden_dim, config.head.embed_dim,
@@ -119,10 +125,22 @@ class ZSLModel(nn.Module):
         return normalize_attributes(self.class_attributes, norm)
 
     def scale_features(self, raw: torch.Tensor) -> torch.Tensor:
-        """Backbone features (B, D) → the space G and ψ work in (the training scaling)."""
+        """Backbone features (B, D) (or (B, R, D) regions) → the scale G and ψ work in (the training scaling)."""
         return (raw - self.feature_min) * self.feature_scale
+
+    def visual(self, raw: torch.Tensor) -> torch.Tensor:
+        """The feature v (B, D) that generation and classification work in, for raw backbone features."""
+        return self.scale_features(raw)
+
+    def attribute_scores(self, raw: torch.Tensor) -> torch.Tensor | None:
+        """The model's own attribute read-out (B, A), or None: D3GZSL has none."""
+        return None
+
+    def options_dict(self) -> dict:
+        """The method's options as a bundle records them (``config.options``): D3GZSL has none."""
+        return {}
 
     def class_scores(self, raw: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """Unified-classifier probabilities over all classes (B, C) for raw backbone features."""
-        _, logits = self.student(self.scale_features(raw))
+        _, logits = self.student(self.visual(raw))
         return torch.softmax(logits / tau, dim=1)

@@ -13,6 +13,8 @@ ABLATIONS = {  # name -> (use_id, use_od); "baseline" = generator + L_cls only
 
 # The values each string option may take: validate() checks them and the CLI offers them as choices.
 CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("d3gzsl", "dkgzsl"),  # the trainable methods (models/methods IMPLEMENTED; trainer/methods.py)
+    "fde_mask": ("soft", "topk"),
     "ablation": tuple(ABLATIONS),
     "od_target": ("class", "domain"),
     "select": ("val", "none"),
@@ -26,8 +28,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class TrainConfig:
-    """Generator (f-CLSWGAN) + D3GZSL unified classifier. Defaults follow METHODS.md / the paper."""
+    """Generator (f-CLSWGAN) + D3GZSL unified classifier, or DKGZSL on top of it. Defaults follow METHODS.md /
+    the paper."""
 
+    method: str = "d3gzsl"  # d3gzsl | dkgzsl (what the bundle will say it is)
     ablation: str = "both"  # baseline | id (+ID²SD: L_kl + L_be) | od (+O²DBD: L_od) | both
     epochs: int = 30  # an epoch = one pass of the real training features through the critic
     teacher_epochs: int = 15
@@ -66,6 +70,16 @@ class TrainConfig:
     #   training features to [0, 1] (their 1st..99th percentile), the range ε is initialised for; "none": raw (saturates ε)
     g_od_real: bool = False  # G's L_cls + L_od batch: generated unseen only (False) or with the iteration's real seen
     #   features too (True, the paper's batch)
+    # -- DKGZSL (method="dkgzsl"; models/methods/dkgzsl.py): parts, and how SOVR and KTN are trained
+    fde: bool = True  # SOVR's feature denoising encoder (region features only)
+    ara: bool = True  # SOVR's attribute-region attention (region features only)
+    ktn: bool = True  # knowledge transfer network + meta-fusion units in G
+    fde_mask: str = "soft"
+    fde_topk: int = 0
+    attn_dim: int = 128
+    ara_weight: float = 1.0  # seen-class CE on ARA's attribute scores (aᵀ·scores), in SOVR's objective
+    ktn_weight: float = 1.0  # KTN's reconstruction of real refined features (MSE), in G's objective
+    sovr_lr: float = 1e-4  # Adam lr of SOVR after the warm-up (during the warm-up: teacher_lr)
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2
     seed: int = 0
@@ -79,10 +93,6 @@ class TrainConfig:
     def use_od(self) -> bool:
         return ABLATIONS[self.ablation][1]
 
-    @property
-    def method(self) -> str:
-        return "f-clswgan" if self.ablation == "baseline" else "d3gzsl"
-
     def validate(self) -> None:
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
@@ -93,7 +103,10 @@ class TrainConfig:
                              "it needs select='val'")
         if not 0.0 < self.gamma_holdout < 1.0:
             raise ValueError(f"gamma_holdout must be between 0 and 1 (exclusive), not {self.gamma_holdout}")
-        for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim"):
+        if self.fde_mask == "topk" and self.fde_topk < 1:
+            raise ValueError("fde_mask 'topk' needs fde_topk of at least 1")
+        for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim",
+                     "attn_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 

@@ -11,14 +11,23 @@ from .metrics import czsl_accuracy, evaluate_gzsl, gzsl_accuracy, plot_seen_unse
 from .train import scores_for
 
 
+def _stored(fs, idx) -> np.ndarray:
+    """Features of images ``idx`` as stored: pooled float32 (N, D), regions float16 (N, R, C)."""
+    return np.ascontiguousarray(fs.features[idx], np.float32 if fs.kind == "pooled" else np.float16)
+
+
 def evaluate_bundle(bundle, fs, gamma: float | None = None, curve_png: Path | None = None) -> dict:
     """Score ``fs``'s test images with ``bundle``; classes are matched by name.
 
     Returns a JSON-ready dict. ``gamma`` overrides the bundle's calibration.
     """
     cfg = bundle.config
-    if len(fs.attribute_names) != cfg.attr_dim or fs.features.shape[1] != cfg.feature_dim:
-        raise DataError(f"{fs.source}: features are {fs.features.shape[1]}-d with {len(fs.attribute_names)} "
+    if fs.kind != cfg.feature_kind:
+        raise DataError(f"{fs.source}: {fs.kind} features, but the bundle's {cfg.method} model consumes "
+                        f"{cfg.feature_kind} features; extract {cfg.feature_kind} features (dkgzsl evaluate "
+                        "--images does it for the bundle) or evaluate a bundle trained on these.")
+    if len(fs.attribute_names) != cfg.attr_dim or fs.features.shape[-1] != cfg.feature_dim:
+        raise DataError(f"{fs.source}: features are {fs.features.shape[-1]}-d with {len(fs.attribute_names)} "
                         f"attributes, the bundle expects {cfg.feature_dim}-d with {cfg.attr_dim}.")
     index = {n: i for i, n in enumerate(cfg.class_names)}
     missing = [n for n in fs.class_names if n not in index]
@@ -29,8 +38,7 @@ def evaluate_bundle(bundle, fs, gamma: float | None = None, curve_png: Path | No
     idx = np.concatenate([fs.test_seen, fs.test_unseen])
     labels = to_bundle[fs.labels[idx]]
     seen = np.array(cfg.seen)
-    scores = scores_for(bundle.model, torch.from_numpy(np.ascontiguousarray(fs.features[idx], np.float32)),
-                        cfg.head.tau_student)
+    scores = scores_for(bundle.model, torch.from_numpy(_stored(fs, idx)), cfg.head.tau_student)
     g = cfg.calibration if gamma is None else float(gamma)
     res = evaluate_gzsl(scores, labels, seen, g, with_ausuc=True)
     s0, u0, h0 = gzsl_accuracy(scores, labels, seen, 0.0)

@@ -44,18 +44,41 @@ def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
 
 
 class _Trainer:
+    """D3GZSL's trainer (method ``d3gzsl``); other methods subclass it (``trainer/methods.py``) through the
+    hooks ``build``, ``train_teacher``, ``begin_epoch``, ``generator_extra`` and ``student_step``."""
+
+    optimizer_names = ("opt_g", "opt_d", "opt_t", "opt_s")  # what a checkpoint holds besides the model
+    feature_kinds = ("pooled",)  # the FeatureSet kinds it trains on
+
+    @classmethod
+    def feature_kind(cls, cfg: TrainConfig) -> str:
+        """The backbone features this method trains on from photos: pooled (B, D) or regions (B, R, C)."""
+        return "pooled"
+
+    @classmethod
+    def notes(cls, cfg: TrainConfig, feature_kind: str) -> list[str]:
+        """What the user should know about this configuration on these features (said before training)."""
+        return []
+
+    def build(self, task: Task, cfg: TrainConfig) -> ZSLModel:
+        return build_model(task, cfg)
+
+    def initial_features(self) -> torch.Tensor:
+        """The scaled training features (n, D)."""
+        return self.model.scale_features(self.task.features[self.task.train_idx].to(self.device))
+
     def __init__(self, task: Task, cfg: TrainConfig, device: str = "cpu"):
         self.task, self.cfg, self.device = task, cfg, torch.device(device)
         self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # parameter initialisation (on the CPU, so every device starts alike)
-        self.model = m = build_model(task, cfg).to(self.device)
+        self.model = m = self.build(task, cfg).to(self.device)
         self.opt_g = torch.optim.Adam(m.generator.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(m.critic.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_t = torch.optim.Adam(m.teacher.parameters(), lr=cfg.teacher_lr)
         student = [*m.student.parameters(), *m.ood_head.parameters(), *m.epsilon.parameters()]
         self.opt_s = torch.optim.Adam(student, lr=cfg.student_lr)
         dev = self.device
-        self.x = m.scale_features(task.features[task.train_idx].to(dev))  # (n, D) scaled training features
+        self.x = self.initial_features()  # (n, D) the real training features G, the critic and ψ see
         self.y = task.labels[task.train_idx].to(dev)  # (n,)
         self.attr = m.normalized_attributes()  # (C, A)
         self.seen = task.seen.to(dev)
@@ -72,8 +95,7 @@ class _Trainer:
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"format": CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "opt_t": self.opt_t.state_dict(), "opt_s": self.opt_s.state_dict(),
+                **{name: getattr(self, name).state_dict() for name in self.optimizer_names},
                 "rng": self.rng.get_state().cpu(), "epoch": self.epoch, "teacher_done": self.teacher_done,
                 "history": json.dumps(self.history)}
 
@@ -82,7 +104,7 @@ class _Trainer:
             raise ValueError(f"{path} was written by a run with other settings; use another run folder "
                              "or drop --resume to start afresh")
         self.model.load_state_dict(st["model"])
-        for name in ("opt_g", "opt_d", "opt_t", "opt_s"):
+        for name in self.optimizer_names:
             getattr(self, name).load_state_dict(st[name])
         self.rng.set_state(st["rng"])
         self.epoch, self.teacher_done = int(st["epoch"]), bool(st["teacher_done"])
@@ -198,6 +220,7 @@ class _Trainer:
         iters = math.ceil(len(self.x) / cfg.batch_size)
         for p in m.teacher.parameters():
             p.requires_grad_(False)
+        self.begin_epoch()
         for _ in range(iters):
             logs: dict[str, float] = {}
             for _ in range(cfg.critic_steps):
@@ -211,6 +234,13 @@ class _Trainer:
         for p in m.teacher.parameters():
             p.requires_grad_(True)
         return {k: v / iters for k, v in sums.items()}
+
+    def begin_epoch(self) -> None:
+        """Hook before an epoch's iterations (D3GZSL: nothing)."""
+
+    def generator_extra(self, y_real, a_real, x_real) -> dict[str, torch.Tensor]:
+        """Hook: further weighted terms of G's objective, by name (D3GZSL: none)."""
+        return {}
 
     def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
@@ -229,11 +259,14 @@ class _Trainer:
                                         with_id=False)
             d3 = parts["cls"] + parts.get("od", 0.0)
             loss = loss + cfg.d3_weight * d3
+        extra = self.generator_extra(y_real, a_real, x_real)
+        if extra:
+            loss = loss + sum(extra.values())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         self.opt_s.zero_grad(set_to_none=True)  # G's step must not leak into the student's
-        return {"g": wgan.item(), "g_cls": cls_t.item()}
+        return {"g": wgan.item(), "g_cls": cls_t.item(), **{k: v.item() for k, v in extra.items()}}
 
 
 def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, resume: bool = False,
@@ -245,7 +278,9 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
     With ``resume`` the run continues from ``run_dir/checkpoint.pt`` to the identical result.
     The returned model is on the CPU.
     """
-    tr = _Trainer(task, cfg, device)
+    from .methods import trainer_class
+
+    tr = trainer_class(cfg.method)(task, cfg, device)
     ckpt = log = None
     if run_dir is not None:
         run_dir = Path(run_dir)

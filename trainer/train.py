@@ -53,8 +53,11 @@ class TrainOutcome:
 
 
 def scores_for(model, features: torch.Tensor, tau: float = 1.0, batch: int = 4096) -> np.ndarray:
-    """Unified-classifier probabilities (N, C) for raw features, in batches, on the model's device."""
+    """Unified-classifier probabilities (N, C) for raw features (N, D) or regions (N, R, C), in batches (of at
+    most ``batch`` photos and 16 M feature values), on the model's device."""
     model.eval()
+    if len(features):
+        batch = max(1, min(batch, (1 << 24) // features[0].numel()))
     dev = next(model.parameters()).device
     with torch.no_grad():
         return torch.cat([model.class_scores(features[i:i + batch].to(dev), tau).cpu()
@@ -82,9 +85,11 @@ def validation_metrics(task: Task, tau: float, with_seen_rate: bool = False) -> 
 
 
 def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenance: dict,
-                 backbone=None) -> ModelConfig:
+                 backbone=None, options: dict | None = None) -> ModelConfig:
+    """The bundle's config; ``options`` are the trained model's method options (``model.options_dict()``)."""
+    options = options or {}
     return ModelConfig(
-        method=cfg.method, feature_dim=int(fs.features.shape[1]),
+        method=cfg.method, feature_dim=int(fs.features.shape[-1]), feature_kind=fs.kind, options=options,
         attribute_names=list(fs.attribute_names), class_names=list(fs.class_names),
         seen=[bool(s) for s in fs.seen],
         generator=GeneratorConfig(noise_dim=len(fs.attribute_names), hidden_dim=cfg.hidden_dim,
@@ -107,6 +112,12 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     setting); both, with the CPU capability, go into the bundle's provenance (determinism.conditions).
     """
     cfg.validate()
+    from .methods import trainer_class
+
+    kinds = trainer_class(cfg.method).feature_kinds
+    if fs.kind not in kinds:
+        raise DataError(f"{fs.source}: {fs.kind} features, but {cfg.method} trains on {' or '.join(kinds)} "
+                        "features; give pooled features, or train a method that refines regions (--method dkgzsl).")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_config(run_dir / "train_config.json", cfg, fs, resume)
@@ -146,7 +157,7 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
               device=device)
     if held is not None:
         rate = float(best["val_seen_rate"])
-        scores = scores_for(res.model, torch.from_numpy(np.ascontiguousarray(fs.features[held], np.float32)),
+        scores = scores_for(res.model, torch.from_numpy(np.ascontiguousarray(fs.features[held], np.float32 if fs.kind == "pooled" else None)),
                             cfg.tau_student)
         extra.update(select_gamma=gamma, seen_rate=rate, gamma_holdout_images=int(len(held)))
         gamma = gamma_for_seen_rate(scores, fs.seen, rate)
@@ -156,7 +167,7 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
         "dkgzsl": package_version(), "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.device(device).type, **conditions,
     }
-    config = model_config(fs, cfg, gamma, provenance, backbone)
+    config = model_config(fs, cfg, gamma, provenance, backbone, res.model.options_dict())
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
 

@@ -1,0 +1,54 @@
+"""Methods as plug-ins: one module per method, one small interface, chosen by a bundle's ``method``.
+
+A method module (``d3gzsl.py``, ``dkgzsl.py``) defines a model class (a torch ``nn.Module``) that the rest
+of dkgzsl uses without knowing which method it is:
+
+* ``from_config(config)`` builds it from a bundle's ModelConfig (``config.options`` holds the method's own
+  settings, checked by the method's ``Options`` dataclass);
+* ``feature_kind``: what it consumes, ``"pooled"`` (B, D) or ``"regions"`` (B, R, C) backbone features
+  (also written as ``config.feature_kind``, so the app knows what to extract before loading weights);
+* ``class_scores(raw, tau)`` → probabilities over all classes (B, C); ``visual(raw)`` → the feature v
+  (B, D) that generation and classification work in; ``attribute_scores(raw)`` → (B, A) or None when the
+  method has no attribute read-out of its own;
+* adding a class from an attribute vector: generative methods expose ``generator`` (``generator(z, a)``
+  and ``generator.sample(a)`` in v-space) and the unified classifier ``student`` (E_s, C_s), which the app's
+  class registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``).
+
+The training side mirrors this in ``trainer/methods.py``. This module stays torch-free: the names are
+checked when a config is read; the classes are imported only to build a model.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import BundleError
+
+IMPLEMENTED = ("d3gzsl", "dkgzsl")
+PLANNED = ("msdn", "msdnpp", "ce-gzsl")  # METHODS.md describes them; this version cannot build or load them
+# Bundles written before methods were plug-ins labelled D3GZSL's baseline ablation (generator + the unified
+# classifier trained with L_cls only) "f-clswgan"; its networks are exactly D3GZSL's, so it loads as that.
+LEGACY = {"f-clswgan": "d3gzsl"}
+FEATURE_KINDS = ("pooled", "regions")
+
+
+def canonical_method(name: str, where: str = "") -> str:
+    """The implemented method ``name`` stands for, or BundleError saying why it cannot be used."""
+    name = LEGACY.get(name, name)
+    if name in IMPLEMENTED:
+        return name
+    prefix = f"{where}: " if where else ""
+    if name in PLANNED:
+        raise BundleError(f"{prefix}method {name!r} is not implemented in this version of dkgzsl "
+                          f"(implemented: {', '.join(IMPLEMENTED)}); upgrade dkgzsl to use this bundle.")
+    raise BundleError(f"{prefix}unknown method {name!r}; dkgzsl knows {', '.join(IMPLEMENTED)}.")
+
+
+def model_class(name: str):
+    """The model class of method ``name`` (imports torch)."""
+    module = importlib.import_module(f".{canonical_method(name)}", __name__)
+    return module.MODEL
+
+
+def build_model(config):
+    """A freshly initialised model for a ModelConfig (weights are loaded by the bundle reader)."""
+    return model_class(config.method).from_config(config)

@@ -1,0 +1,29 @@
+"""The training side of the method plug-ins (models/methods): which trainer trains which method.
+
+A trainer is ``trainer.loop._Trainer`` (D3GZSL) or a subclass of it; it says which backbone features it
+trains on from photos (``feature_kind``) and what the user should be told about a configuration
+(``notes``). Nothing outside this module and the trainers themselves looks at a method's name.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..models.methods import canonical_method
+
+TRAINERS = {"d3gzsl": ("loop", "_Trainer"), "dkgzsl": ("dkgzsl", "DKGZSLTrainer")}
+
+
+def trainer_class(method: str):
+    """The trainer class of ``method`` (BundleError for one that is not implemented)."""
+    module, name = TRAINERS[canonical_method(method)]
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def feature_kind(cfg) -> str:
+    """pooled | regions: what ``train --images`` extracts for ``cfg``."""
+    return trainer_class(cfg.method).feature_kind(cfg)
+
+
+def notes(cfg, kind: str) -> list[str]:
+    """Notices for ``cfg`` on ``kind`` features (e.g. DKGZSL without regions runs without SOVR)."""
+    return trainer_class(cfg.method).notes(cfg, kind)
