@@ -70,6 +70,13 @@ class TrainConfig:
     #   training features to [0, 1] (their 1st..99th percentile), the range ε is initialised for; "none": raw (saturates ε)
     g_od_real: bool = False  # G's L_cls + L_od batch: generated unseen only (False) or with the iteration's real seen
     #   features too (True, the paper's batch)
+    # -- generator quality (issue 12 item 9; benchmarks/generator_quality.py); defaults = the old behaviour
+    g_attr_noise: float = 0.0  # std of Gaussian noise on G's (L2-normalised) conditioning attributes in G's own
+    #   update (the critic still judges against the class's clean attributes): G must map a neighbourhood of each
+    #   seen class's attributes to its features, a smooth map (input noise ≈ ridge) instead of one memorised point
+    g_weight_decay: float = 0.0  # L2 penalty (sum of squared weight matrices) on G, in G's objective
+    g_mean_weight: float = 0.0  # weight of a class-mean term in G's objective (CADA-VAE/f-VAEGAN-like): MSE between
+    #   the batch's generated per-class means and those classes' real mean training features
     # -- DKGZSL (method="dkgzsl"; models/methods/dkgzsl.py): parts, and how SOVR and KTN are trained
     fde: bool = True  # SOVR's feature denoising encoder (region features only)
     ara: bool = True  # SOVR's attribute-region attention (region features only)

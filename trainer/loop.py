@@ -242,11 +242,27 @@ class _Trainer:
         """Hook: further weighted terms of G's objective, by name (D3GZSL: none)."""
         return {}
 
+    def _class_mean_loss(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """MSE between the per-class means of generated features ``fake`` (B, D) of classes ``y`` (B,) and
+        the real class means of all training features (computed once; no random numbers)."""
+        if getattr(self, "_real_means", None) is None:
+            n = int(self.y.max()) + 1
+            sums = torch.zeros(n, self.x.shape[1], device=self.x.device).index_add_(0, self.y, self.x)
+            self._real_means = sums / torch.bincount(self.y, minlength=n).clamp_min(1)[:, None].to(sums.dtype)
+        classes, inv = torch.unique(y, return_inverse=True)
+        sums = torch.zeros(len(classes), fake.shape[1], device=fake.device, dtype=fake.dtype).index_add(0, inv, fake)
+        means = sums / torch.bincount(inv, minlength=len(classes))[:, None].to(fake.dtype)  # (K, D)
+        return F.mse_loss(means, self._real_means[classes])
+
     def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
         (with ``g_od_real``: in a batch that also holds the iteration's real seen features ``x_real``)."""
         m, cfg, rng = self.model, self.cfg, self.rng
-        fake = m.generator.sample(a_real, rng)  # (B, D)
+        a_in = a_real
+        if cfg.g_attr_noise > 0:  # drawn only when on: the default run's random stream is unchanged
+            a_in = a_real + cfg.g_attr_noise * torch.randn(a_real.shape, generator=rng, device=a_real.device,
+                                                           dtype=a_real.dtype)
+        fake = m.generator.sample(a_in, rng)  # (B, D)
         wgan = -m.critic(fake, a_real).mean()
         _, z_o = m.teacher(fake)
         cls_t = F.cross_entropy(z_o / cfg.tau_teacher, self.seen_pos[y_real])
@@ -259,6 +275,11 @@ class _Trainer:
                                         with_id=False)
             d3 = parts["cls"] + parts.get("od", 0.0)
             loss = loss + cfg.d3_weight * d3
+        if cfg.g_mean_weight > 0:
+            loss = loss + cfg.g_mean_weight * self._class_mean_loss(fake, y_real)
+        if cfg.g_weight_decay > 0:
+            loss = loss + cfg.g_weight_decay * sum((p ** 2).sum() for name, p in m.generator.named_parameters()
+                                                   if name.endswith("weight"))
         extra = self.generator_extra(y_real, a_real, x_real)
         if extra:
             loss = loss + sum(extra.values())
