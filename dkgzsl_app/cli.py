@@ -73,11 +73,14 @@ def _bundle_dir(model: str, offline: bool = False) -> Path:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     features: Optional[Path] = typer.Option(None, "--features", help="Folder with xlsa17 files (att_splits.mat + res101.mat) or dkgzsl features (features.safetensors + classes.csv)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead of --features: one sub-folder of photos per seen class."),
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
     backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
+    from_: Optional[str] = typer.Option(None, "--from", help="Fine-tune a bundle (a bundled model name, local-dir:PATH or hf-hub:ORG/NAME[@REV]): start from its weights on new photos or new classes. Keeps its method, network widths, DKGZSL switches, attribute vocabulary, feature scaling and backbone (those options, when given and different, are refused)."),
+    offline: bool = typer.Option(False, "--offline", help="With --from: use only the local Hub cache."),
     method: Method = typer.Option(Method(_TRAIN["method"]), help="d3gzsl: generator + D3GZSL unified classifier on pooled features; dkgzsl: + SOVR on region features (with --images) and KTN/MFU knowledge-guided generation."),
     fde: bool = typer.Option(_TRAIN["fde"], "--fde/--no-fde", help="dkgzsl: SOVR's feature denoising encoder (region features)."),
     ara: bool = typer.Option(_TRAIN["ara"], "--ara/--no-ara", help="dkgzsl: SOVR's attribute-region attention (region features)."),
@@ -149,6 +152,9 @@ def train(
         except (OSError, UnicodeDecodeError) as e:
             _fail(f"{attribute_names}: cannot read the attribute names ({getattr(e, 'strerror', None) or e}).")
         names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    init_dir = kind = None
+    if from_ is not None:
+        init_dir, cfg, backbone, kind = _finetune_source(ctx, from_, offline, cfg, backbone, images is not None)
     dev = parse_device(device)
     check_writable_folder(out, "run folder (--out)")  # before minutes of work, not after
 
@@ -162,7 +168,8 @@ def train(
         torch.set_num_threads(threads)
     bb_config = None
     if images is not None:
-        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2, kind=feature_kind(cfg))
+        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2,
+                                            kind=kind or feature_kind(cfg))
     else:
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     for note in notes(cfg, fs.kind):
@@ -170,7 +177,8 @@ def train(
     with TrainProgress(enabled=not as_json) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
                                device=dev, backbone=bb_config,
-                               threads=TRAIN_THREADS if threads is None else threads)
+                               threads=TRAIN_THREADS if threads is None else threads, init_from=init_dir,
+                               init_source=from_)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
               "calibration": outcome.calibration}
     if as_json:
@@ -178,6 +186,33 @@ def train(
     else:
         typer.echo(f"bundle written to {outcome.bundle_dir} (epochs {outcome.best_epoch}, "
                    f"calibration γ = {outcome.calibration:.4g})")
+
+
+def _finetune_source(ctx, source: str, offline: bool, cfg: TrainConfig, backbone: str, photos: bool):
+    """``--from``: (the source bundle's folder; ``cfg`` with its method, widths and DKGZSL switches, where an
+    option given on the command line that differs is refused; the backbone to extract photos with, its own;
+    the feature kind it consumes). Checked before any photo is read."""
+    from .models.bundle import load_config
+    from .models.errors import DataError, UsageError
+    from .sources import resolve_source
+    from .trainer.finetune import adopt_settings
+
+    folder = resolve_source(source, offline)
+    config = load_config(folder)
+    given = {n for n in ctx.params  # typer vendors click: compare the source's name, not click's enum
+             if getattr(ctx.get_parameter_source(n), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    if "hidden_dim" in given:  # --hidden-dim sets both widths
+        given.add("critic_hidden_dim")
+    cfg = adopt_settings(cfg, config, given, where=source)
+    if photos:
+        if config.backbone is None:
+            raise DataError(f"{source} was trained on precomputed features (it records no backbone), so it cannot "
+                            "continue on photos; fine-tune it with --features from the same extractor.")
+        if "backbone" in given and backbone != config.backbone.name:
+            raise UsageError(f"--backbone {backbone}, but {source} was trained on {config.backbone.name} features; "
+                             "drop --backbone (a fine-tuned model keeps its source's backbone).")
+        backbone = config.backbone.name
+    return folder, cfg, backbone, config.feature_kind
 
 
 def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int,

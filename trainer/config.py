@@ -87,6 +87,9 @@ class TrainConfig:
     ara_weight: float = 1.0  # seen-class CE on ARA's attribute scores (aᵀ·scores), in SOVR's objective
     ktn_weight: float = 1.0  # KTN's reconstruction of real refined features (MSE), in G's objective
     sovr_lr: float = 1e-4  # Adam lr of SOVR after the warm-up (during the warm-up: teacher_lr)
+    # -- fine-tuning (train --from; trainer/finetune.py): the source bundle's folder and its weights' SHA-256
+    init_from: str = ""  # "": a fresh random initialisation
+    init_sha256: str = ""
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2
     seed: int = 0

@@ -72,6 +72,10 @@ class _Trainer:
         self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # parameter initialisation (on the CPU, so every device starts alike)
         self.model = m = self.build(task, cfg).to(self.device)
+        if cfg.init_from:  # fine-tuning: the bundle's weights over the fresh ones (no random draws)
+            from .finetune import init_model
+
+            self.init_report = init_model(m, cfg, task)
         self.opt_g = torch.optim.Adam(m.generator.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(m.critic.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_t = torch.optim.Adam(m.teacher.parameters(), lr=cfg.teacher_lr)

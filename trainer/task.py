@@ -20,6 +20,7 @@ class Task:
     train_idx: torch.Tensor  # (n,) images the model trains on (seen classes only)
     eval_idx: torch.Tensor | None = None  # (m,) images to score each epoch (validation), or None
     classes: np.ndarray | None = None  # (C,) task class -> index in the FeatureSet
+    class_names: list[str] | None = None  # (C,) names, task order
 
     @property
     def seen_classes(self) -> torch.Tensor:
@@ -52,6 +53,7 @@ def make_task(fs, classes: np.ndarray, seen: np.ndarray, train_idx: np.ndarray,
         train_idx=torch.from_numpy(np.asarray(train_idx, dtype=np.int64)),
         eval_idx=None if eval_idx is None else torch.from_numpy(np.asarray(eval_idx, dtype=np.int64)),
         classes=classes,
+        class_names=[fs.class_names[i] for i in classes],
     )
 
 

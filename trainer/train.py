@@ -104,14 +104,23 @@ def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenanc
 def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False,
                  on_epoch: Callable[[str, dict], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, device: str = "cpu",
-                 backbone=None, threads: int = TRAIN_THREADS) -> TrainOutcome:
+                 backbone=None, threads: int = TRAIN_THREADS, init_from=None,
+                 init_source: str | None = None) -> TrainOutcome:
     """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly.
 
     ``backbone`` (a BackboneConfig) is recorded in the bundle when the features came from photos.
+    ``init_from`` (a Bundle or a bundle folder; ``init_source``: how the user named it) fine-tunes it: the run
+    starts from its weights, keeps its networks, attribute vocabulary and feature scaling (trainer/finetune.py)
+    and the new bundle records ``finetuned_from``.
     Training runs with deterministic algorithms and ``threads`` intra-op threads (0: torch's current
     setting); both, with the CPU capability, go into the bundle's provenance (determinism.conditions).
     """
     cfg.validate()
+    finetuned_from = None
+    if init_from is not None:
+        from .finetune import prepare
+
+        cfg, backbone, finetuned_from = prepare(init_from, init_source, fs, cfg, backbone)
     from .methods import trainer_class
 
     kinds = trainer_class(cfg.method).feature_kinds
@@ -120,13 +129,13 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
                         "features; give pooled features, or train a method that refines regions (--method dkgzsl).")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _pin_config(run_dir / "train_config.json", cfg, fs, resume)
+    _pin_config(run_dir / "train_config.json", cfg, fs, resume, finetuned_from)
     with deterministic_training(threads, device) as conditions:
-        return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions)
+        return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions, finetuned_from)
 
 
 def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epoch, progress, device: str,
-           backbone, conditions: dict) -> TrainOutcome:
+           backbone, conditions: dict, finetuned_from: dict | None = None) -> TrainOutcome:
     say = (lambda phase: (lambda row: on_epoch(phase, row))) if on_epoch else (lambda phase: None)
     tick = (lambda phase: (lambda i, n: progress(phase, i, n))) if progress else (lambda phase: None)
 
@@ -167,6 +176,8 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
         "dkgzsl": package_version(), "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.device(device).type, **conditions,
     }
+    if finetuned_from is not None:
+        provenance["finetuned_from"] = finetuned_from
     config = model_config(fs, cfg, gamma, provenance, backbone, res.model.options_dict())
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
@@ -177,11 +188,21 @@ def iterations_per_epoch(n_images: int, batch_size: int) -> int:
     return math.ceil(n_images / batch_size)
 
 
-def _pin_config(path: Path, cfg: TrainConfig, fs: FeatureSet, resume: bool) -> None:
-    """A run folder belongs to one configuration and one data set; resuming with others is refused."""
+def _pin_config(path: Path, cfg: TrainConfig, fs: FeatureSet, resume: bool,
+                finetuned_from: dict | None = None) -> None:
+    """A run folder belongs to one configuration, one data set and (fine-tuning) one source bundle; resuming
+    with others is refused."""
     record = {"train_config": cfg.to_dict(), "data_sha256": fs.sha256()}
+    if finetuned_from is not None:
+        record["finetuned_from"] = finetuned_from
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        was = old.get("finetuned_from")
+        if resume and was != finetuned_from:
+            started = f"from {was['source']} (weights {was['weights_sha256'][:12]}…)" if was else "without --from"
+            raise DataError(f"{path.parent} was started {started}; resume it "
+                            + (f"with --from {was['source']}" if was else "without --from")
+                            + ", or train into a new --out folder.")
         if resume and old != record:
             raise DataError(f"{path.parent} was started with other settings or data; "
                             "resume with the same options, or train into a new --out folder.")
