@@ -128,6 +128,11 @@ class DetailPane(Container):
         self.evidence = evidence
         head = Text("why ", style="bold")
         head.append(class_name, style="bold cyan")
+        if evidence:  # which read-out gave the photo's values: the model's own (ARA) or the ridge on v
+            from ..explain import SOURCES
+
+            source = getattr(evidence[0], "source", "")
+            head.append(f" · {SOURCES.get(source, source)}", style="dim")
         from rich.console import Group
 
         self.query_one("#why", Static).update(Group(head, why_table(evidence, reason=reason)))

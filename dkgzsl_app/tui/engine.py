@@ -57,17 +57,18 @@ def preload_libraries() -> None:
 
 
 class MemoryFeatureCache:
-    """The FeatureCache interface (get/put by digest and backbone key), kept in memory for one session."""
+    """The FeatureCache interface (get/put by digest and backbone key), kept in memory for one session.
+    ``kind`` (pooled | regions) is already part of the backbone key (``cache.backbone_key``)."""
 
     def __init__(self):
         self._items: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
 
-    def get(self, digests: list[str], backbone: str) -> dict:
+    def get(self, digests: list[str], backbone: str, kind: str = "pooled") -> dict:
         with self._lock:
             return {d: self._items[(d, backbone)] for d in digests if (d, backbone) in self._items}
 
-    def put(self, items: dict, backbone: str) -> None:
+    def put(self, items: dict, backbone: str, kind: str = "pooled") -> None:
         with self._lock:
             self._items.update({(d, backbone): v for d, v in items.items()})
 
@@ -185,7 +186,8 @@ class Engine:
         return clf.bundle.model.class_attributes[clf.class_names.index(name)].detach().cpu().numpy()
 
     def features(self, path: str):
-        """Raw backbone features (D,) of one photo: from the cache, else one backbone pass (then cached)."""
+        """Raw backbone features of one photo, pooled (D,) or regions (R, C) as the bundle consumes them: from
+        the cache, else one backbone pass (then cached)."""
         clf = self.load()
         with self._lock:
             got = clf.features([path], batch_size=1, workers=0, cache=self.cache)
