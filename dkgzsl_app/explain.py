@@ -16,7 +16,8 @@ here knows which method it is. Two read-outs, named by ``AttributeExplainer.sour
   photo of that shape (8 features per class; 2.3 s for a random-weight 48-class, 49×1280, attn 128 model on
   a busy 2-core CPU, later photos ~1 ms). Per-attribute z-scores of ARA's scores against the same
   reference were the alternative. On a tiny trained DKGZSL (``make_region_set``, the tests' widths,
-  attn 32, lr and sovr_lr 1e-3, 40 warm-up + 20 epochs), attribute accuracy (value > 0.5) on its test photos, seen / unseen:
+  attn 32, lr and sovr_lr 1e-3, 40 warm-up + 20 epochs), attribute accuracy (value > 0.5) on its test
+  photos, seen / unseen:
   this fit 0.96 / 0.76 (MAE 0.22 / 0.39), z-scores 0.96 / 0.74 (MAE 0.30 / 0.39), ridge on v 0.72 / 0.62,
   the best constant per attribute 0.62 / 0.73; a fit on the test photos themselves, 0.98 / 0.85.
 * ``"ridge"`` — no read-out of its own (D3GZSL, or DKGZSL without ARA): closed-form ridge regression
