@@ -45,18 +45,21 @@ def make_feature_set(seed: int = 0, n_classes: int = 12, n_unseen: int = 4, n_at
 
 def make_region_set(seed: int = 0, regions: int = 9, distractors: int = 4, background: float = 0.3,
                     **kwargs) -> FeatureSet:
-    """``make_feature_set``'s images as region maps (N, R, D) float16: each image's own feature sits in one
-    random region; ``distractors`` other regions carry features of random other classes and the rest
+    """``make_feature_set``'s images as region maps (N, R, D + 1) float16: each image's own feature sits in one
+    random region, whose last channel (an "object-ness" response, as a backbone has for class shapes) is 1;
+    ``distractors`` other regions carry features of random other classes (last channel 0) and the rest
     background noise, so the mean over regions mixes the object with its surroundings (for region methods)."""
     fs = make_feature_set(seed, **kwargs)
     rng = np.random.default_rng(seed + 1)
     n, dim = fs.features.shape
-    out = np.abs(rng.normal(0, background, (n, regions, dim)))  # (N, R, D)
+    out = np.abs(rng.normal(0, background, (n, regions, dim + 1)))  # (N, R, D + 1)
+    out[:, :, dim] = 0
     for i in range(n):
         slots = rng.permutation(regions)[: distractors + 1]
-        out[i, slots[0]] = fs.features[i]
+        out[i, slots[0], :dim] = fs.features[i]
+        out[i, slots[0], dim] = 1
         others = rng.choice(np.flatnonzero(fs.labels != fs.labels[i]), distractors)
-        out[i, slots[1:]] = fs.features[others]
+        out[i, slots[1:], :dim] = fs.features[others]
     fs.features = out.astype(np.float16)
     fs.source = f"synthetic-regions(seed={seed})"
     return fs
