@@ -82,3 +82,25 @@ def test_class_mean_term_pulls_generated_means_to_real_means(data):
             real = torch.stack([tr.x[tr.y == c].mean(0) for c in seen])
         dist[w] = float(((fake - real) ** 2).mean())
     assert dist[100.0] < 0.5 * dist[0.0], dist
+
+
+def test_ridge_initialised_generator_starts_as_the_closed_form_map(data):
+    """g_init_ridge: before training, G's output for any noise is ReLU(ridge map of the attributes)."""
+    from dkgzsl_app.trainer.loop import build_model
+    from dkgzsl_app.trainer.task import make_task
+
+    task = make_task(data, np.arange(len(data.class_names)), data.seen, data.trainval)
+    plain = build_model(task, tiny_config())
+    model = build_model(task, tiny_config(g_init_ridge=1.0, hidden_dim=600))
+    assert [n for n, _ in model.state_dict().items()] == [n for n, _ in plain.state_dict().items()]
+    g, seen = model.generator, task.seen_classes
+    x, y = model.scale_features(task.features[task.train_idx]).double(), task.labels[task.train_idx]
+    means = torch.stack([x[y == c].mean(0) for c in seen])
+    a = model.normalized_attributes().double()
+    ac = a[seen] - a[seen].mean(0)
+    w = torch.linalg.solve(ac.T @ ac + torch.eye(a.shape[1], dtype=torch.float64), ac.T @ (means - means.mean(0)))
+    expected = torch.relu(means.mean(0) + (a - a[seen].mean(0)) @ w)  # (C, D), unseen classes included
+    with torch.no_grad():
+        for seed in (0, 1):
+            out = g.sample(a.float(), torch.Generator().manual_seed(seed)).double()
+            assert torch.allclose(out, expected, atol=1e-4), float((out - expected).abs().max())

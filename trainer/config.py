@@ -77,6 +77,9 @@ class TrainConfig:
     g_weight_decay: float = 0.0  # L2 penalty (sum of squared weight matrices) on G, in G's objective
     g_mean_weight: float = 0.0  # weight of a class-mean term in G's objective (CADA-VAE/f-VAEGAN-like): MSE between
     #   the batch's generated per-class means and those classes' real mean training features
+    g_init_ridge: float = 0.0  # > 0: start G as the closed-form ridge map (this λ) from attributes to the seen classes'
+    #   mean training features, written into G's own weights (pairs of hidden units carry it linearly through the
+    #   LeakyReLU; those units ignore the noise, the other units' output weights start at 0): no new parameters
     # -- DKGZSL (method="dkgzsl"; models/methods/dkgzsl.py): parts, and how SOVR and KTN are trained
     fde: bool = True  # SOVR's feature denoising encoder (region features only)
     ara: bool = True  # SOVR's attribute-region attention (region features only)

@@ -40,7 +40,47 @@ def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
     lo, scale = fit_feature_scaling(task.features[task.train_idx])
     model.feature_min.copy_(lo)
     model.feature_scale.copy_(scale)
+    if cfg.g_init_ridge > 0:  # after the random initialisation; draws no random numbers
+        init_generator_ridge(model, task, cfg.g_init_ridge)
     return model
+
+
+@torch.no_grad()
+def init_generator_ridge(model: ZSLModel, task: Task, lam: float) -> None:
+    """Make G(z, a) = ReLU(m̄ + Wᵀ(a − ā)) at the start: W (A, D) the ridge map (λ ``lam``) from the seen classes'
+    L2-normalised attributes to their mean scaled training features (m̄, ā: the means over seen classes).
+
+    Wᵀ = Σ_j s_j v_j u_jᵀ (SVD) goes through unit pairs: h± = LeakyReLU(±u_j·(a − ā)) gives
+    h₊ − h₋ = (1 + slope) u_j·(a − ā) exactly, so fc2's columns ±s_j v_j / (1 + slope) reproduce it. The pairs
+    ignore the noise; the remaining units keep their random input weights, output weights 0. Keeps the
+    (min(rank, H // 2 − 8)) largest components when the hidden layer is too narrow for all.
+    """
+    g, seen = model.generator, task.seen_classes
+    x = model.scale_features(task.features[task.train_idx]).double()
+    y = task.labels[task.train_idx]
+    pos = torch.full((len(task.seen),), -1, dtype=torch.long)
+    pos[seen] = torch.arange(len(seen))
+    sums = torch.zeros(len(seen), x.shape[1], dtype=torch.float64).index_add_(0, pos[y], x)
+    means = sums / torch.bincount(pos[y], minlength=len(seen)).clamp_min(1)[:, None].double()  # (S, D)
+    a = model.normalized_attributes()[seen].double()  # (S, A)
+    a_mu, m_mu = a.mean(0), means.mean(0)
+    ac = a - a_mu
+    w = torch.linalg.solve(ac.T @ ac + lam * torch.eye(ac.shape[1], dtype=torch.float64), ac.T @ (means - m_mu))
+    u, s, vt = torch.linalg.svd(w, full_matrices=False)  # (A, r), (r,), (r, D)
+    r = int(min(int((s > s[0] * 1e-6).sum()), g.fc1.out_features // 2 - 8))
+    if r < 1:
+        raise ValueError(f"g_init_ridge needs a hidden layer of at least 18 units, not {g.fc1.out_features}")
+    k = 1.0 + g.slope
+    z = g.noise_dim
+    g.fc1.weight[:2 * r] = 0.0
+    g.fc1.weight[:r, z:] = u[:, :r].T.float()
+    g.fc1.weight[r:2 * r, z:] = -u[:, :r].T.float()
+    g.fc1.bias[:r] = -(u[:, :r].T @ a_mu).float()
+    g.fc1.bias[r:2 * r] = (u[:, :r].T @ a_mu).float()
+    g.fc2.weight.zero_()
+    g.fc2.weight[:, :r] = (vt[:r].T * s[:r] / k).float()
+    g.fc2.weight[:, r:2 * r] = -(vt[:r].T * s[:r] / k).float()
+    g.fc2.bias.copy_(m_mu.float())
 
 
 class _Trainer:
