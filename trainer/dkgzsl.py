@@ -104,6 +104,14 @@ class DKGZSLTrainer(_Trainer):
         logits = attribute_logits(out.attribute_scores, self.attr[self.seen_classes])  # (B, S)
         return F.cross_entropy(logits, self.seen_pos[y])
 
+    def _sovr_zero_grad(self) -> None:
+        if self.opt_v is not None:  # None: SOVR without parameters (FDE and ARA both off: the mean region)
+            self.opt_v.zero_grad(set_to_none=True)
+
+    def _sovr_step(self) -> None:
+        if self.opt_v is not None:
+            self.opt_v.step()
+
     # ---- warm-up -----------------------------------------------------------------------------
     def train_teacher(self) -> float:
         if not self.regions:
@@ -120,11 +128,11 @@ class DKGZSLTrainer(_Trainer):
                 if ara is not None:
                     loss = loss + cfg.ara_weight * ara
                 self.opt_t.zero_grad(set_to_none=True)
-                self.opt_v.zero_grad(set_to_none=True)
+                self._sovr_zero_grad()
                 loss.backward()
                 self.opt_t.step()
-                self.opt_v.step()
-        for group in self.opt_v.param_groups:
+                self._sovr_step()
+        for group in self.opt_v.param_groups if self.opt_v is not None else ():
             group["lr"] = cfg.sovr_lr
         self.teacher_done = True
         self.begin_epoch()  # v after the warm-up: what prepare_ood_norm and the first epoch see
@@ -149,8 +157,8 @@ class DKGZSLTrainer(_Trainer):
         if ara is not None:
             parts["ara"] = self.cfg.ara_weight * ara
         self.opt_s.zero_grad(set_to_none=True)
-        self.opt_v.zero_grad(set_to_none=True)
+        self._sovr_zero_grad()
         sum(parts.values()).backward()
         self.opt_s.step()
-        self.opt_v.step()
+        self._sovr_step()
         return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}
