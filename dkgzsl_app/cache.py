@@ -26,11 +26,12 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from .models.methods import FEATURE_KINDS  # pooled (B, D) | regions (B, R, C): what a method consumes
+
 DEFAULT_LIMIT_BYTES = 2 * 1024**3
 FEATURE_VERSION = 1  # bump when the feature computation changes for the same backbone config
 SCHEMA_VERSION = 2  # PRAGMA user_version; 2 added the per-entry checksum. Other versions are emptied.
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
-FEATURE_KINDS = ("pooled", "regions")
 T = TypeVar("T")
 
 
