@@ -5,6 +5,19 @@ from dkgzsl_app.trainer.config import TrainConfig
 from dkgzsl_app.trainer.synthetic import make_feature_set  # noqa: F401  (tests import it from here)
 
 
+class Interrupt(Exception):
+    """Raised by ``stop_after``'s hook: a training run killed at a chosen epoch."""
+
+
+def stop_after(phase: str, epoch: int):
+    """An ``on_epoch`` hook for ``train_bundle`` that interrupts the run after ``epoch`` of ``phase``
+    (select | final), as a crash or Ctrl-C would."""
+    def hook(p, row):
+        if p == phase and row["epoch"] == epoch:
+            raise Interrupt
+    return hook
+
+
 def tiny_config(**overrides) -> TrainConfig:
     base = dict(epochs=6, teacher_epochs=5, batch_size=32, hidden_dim=64, critic_hidden_dim=64, embed_dim=32,
                 critic_steps=5, gen_per_unseen=10, lr=1e-3, seed=0)

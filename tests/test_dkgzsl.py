@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_feature_set, tiny_config
+from conftest import Interrupt, make_feature_set, stop_after, tiny_config
 from dkgzsl_app.cli import app
 from dkgzsl_app.models.bundle import load_bundle
 from dkgzsl_app.models.errors import BundleError, DataError
@@ -21,10 +21,6 @@ def dk_config(**overrides):
     base = dict(method="dkgzsl", attn_dim=16, teacher_epochs=5, teacher_lr=1e-2, epochs=20)
     base.update(overrides)
     return tiny_config(**base)
-
-
-class Interrupt(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -110,17 +106,11 @@ def test_resume_equals_uninterrupted_on_regions(regions, tmp_path):
     cfg = dk_config(epochs=2, teacher_epochs=2, val_class_fraction=0.2)
     full = train_bundle(regions, cfg, tmp_path / "full")
 
-    def stop(phase, epoch):
-        def hook(p, row):
-            if p == phase and row["epoch"] == epoch:
-                raise Interrupt
-        return hook
-
     run = tmp_path / "cut"
     with pytest.raises(Interrupt):
-        train_bundle(regions, cfg, run, on_epoch=stop("select", 1))
+        train_bundle(regions, cfg, run, on_epoch=stop_after("select", 1))
     with pytest.raises(Interrupt):
-        train_bundle(regions, cfg, run, resume=True, on_epoch=stop("final", 1))
+        train_bundle(regions, cfg, run, resume=True, on_epoch=stop_after("final", 1))
     resumed = train_bundle(regions, cfg, run, resume=True)
     a, b = load_bundle(full.bundle_dir).model.state_dict(), load_bundle(resumed.bundle_dir).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

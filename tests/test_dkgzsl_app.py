@@ -15,6 +15,7 @@ from dkgzsl_app.models.bundle import load_bundle, save_bundle
 from dkgzsl_app.models.config import GeneratorConfig, HeadConfig, ModelConfig
 from dkgzsl_app.models.methods.dkgzsl import DKGZSLModel
 
+from tui_helpers import wait_until
 from userclass_helpers import ATTRS, CLASSES, SEEN, VALUES
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*generated features")  # untrained models: close classes
@@ -126,14 +127,6 @@ def regions_bundle(tmp_path, tiny_backbone, monkeypatch):
     from the bundle's config: here it gets the tiny one, no network)."""
     monkeypatch.setattr("dkgzsl_app.models.backbone.create_backbone", lambda name, weights="offline": tiny_backbone)
     return dk_bundle(tmp_path / "rb", dim=256, backbone=tiny_backbone.config)
-
-
-async def wait_until(pilot, cond, timeout=30.0):
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def photos(folder, n=4):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_feature_set, tiny_config
+from conftest import Interrupt, make_feature_set, stop_after, tiny_config
 from dkgzsl_app.cli import app
 from dkgzsl_app.models.bundle import load_bundle, save_bundle
 from dkgzsl_app.models.errors import BundleError, DataError, UsageError
@@ -152,17 +152,6 @@ def test_widths_come_from_the_bundle(data, base):
     cfg, backbone, _ = prepare(base, None, data, dataclasses.replace(CFG, hidden_dim=512, embed_dim=8), None)
     assert (cfg.hidden_dim, cfg.critic_hidden_dim, cfg.embed_dim) == (64, 64, 32) and backbone is None
     assert cfg.init_from == str(base.resolve()) and len(cfg.init_sha256) == 64
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(phase, epoch):
-    def hook(p, row):
-        if p == phase and row["epoch"] == epoch:
-            raise Interrupt
-    return hook
 
 
 def weights(bundle_dir):

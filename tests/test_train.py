@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_feature_set, tiny_config
+from conftest import Interrupt, make_feature_set, stop_after, tiny_config
 from dkgzsl_app.models.bundle import load_bundle
 from dkgzsl_app.models.errors import DataError
 from dkgzsl_app.trainer.evaluate import evaluate_bundle
@@ -68,19 +68,9 @@ def test_same_seed_same_model(data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_equals_uninterrupted(data, tmp_path):
     cfg = tiny_config(epochs=3)
     full = train_bundle(data, cfg, tmp_path / "full")
-
-    def stop_after(phase, epoch):
-        def hook(p, row):
-            if p == phase and row["epoch"] == epoch:
-                raise Interrupt
-        return hook
 
     run = tmp_path / "cut"
     with pytest.raises(Interrupt):

@@ -11,7 +11,7 @@ from dkgzsl_app.tui import EngineOptions, create_app
 from dkgzsl_app.tui.dialogs import ClassPicker, HelpScreen, Prompt
 from dkgzsl_app.tui.results import RunStore, export, truth_from_path
 
-from tui_helpers import ROWS, make_bundle, make_photos, write_results
+from tui_helpers import ROWS, make_bundle, make_photos, wait_until, write_results
 
 
 @pytest.fixture
@@ -27,14 +27,6 @@ def bundle(tmp_path_factory):
 
 def browse(path, **kw):
     return create_app(path, options=EngineOptions(model=None), show_images=False, **kw)
-
-
-async def wait_until(pilot, cond, timeout=30.0):
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def names(app):

@@ -64,3 +64,12 @@ def make_bundle(folder: Path) -> Path:
     model = ZSLModel.from_config(cfg)
     model.class_attributes.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 1, 1.0]]))
     return save_bundle(model, cfg, folder)
+
+
+async def wait_until(pilot, cond, timeout=30.0):
+    """Let the app run until ``cond()`` holds (checked every 50 ms), or fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached in time")
