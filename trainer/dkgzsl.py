@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from ..models.methods.dkgzsl import DKGZSLModel, Options
 from ..models.sovr import attribute_logits
 from .config import TrainConfig
-from .loop import _Trainer
-from .task import Task, fit_feature_scaling
+from .loop import _Trainer, fill_buffers
+from .task import Task
 
 
 def options(cfg: TrainConfig) -> Options:
@@ -53,10 +53,7 @@ class DKGZSLTrainer(_Trainer):
         model = DKGZSLModel(task.features.shape[-1], a, int(task.seen.sum()), len(task.seen), noise_dim=a,
                             hidden_dim=cfg.hidden_dim, critic_hidden_dim=cfg.critic_hidden_dim,
                             embed_dim=cfg.embed_dim, options=options(cfg), feature_kind=kind)
-        model.class_attributes.copy_(task.attributes)
-        lo, scale = fit_feature_scaling(task.features[task.train_idx])
-        model.feature_min.copy_(lo)
-        model.feature_scale.copy_(scale)
+        fill_buffers(model, task)
         return model
 
     def __init__(self, task: Task, cfg: TrainConfig, device: str = "cpu"):

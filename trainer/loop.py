@@ -32,14 +32,20 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
-    model = ZSLModel(task.features.shape[1], task.attributes.shape[1], int(task.seen.sum()), len(task.seen),
-                     noise_dim=task.attributes.shape[1], hidden_dim=cfg.hidden_dim,
-                     critic_hidden_dim=cfg.critic_hidden_dim, embed_dim=cfg.embed_dim)
+def fill_buffers(model, task: Task) -> None:
+    """What a new model keeps besides weights: the task's class attributes and the feature scaling fitted on
+    its training features (pooled (n, D) or regions (n, R, C))."""
     model.class_attributes.copy_(task.attributes)
     lo, scale = fit_feature_scaling(task.features[task.train_idx])
     model.feature_min.copy_(lo)
     model.feature_scale.copy_(scale)
+
+
+def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
+    model = ZSLModel(task.features.shape[1], task.attributes.shape[1], int(task.seen.sum()), len(task.seen),
+                     noise_dim=task.attributes.shape[1], hidden_dim=cfg.hidden_dim,
+                     critic_hidden_dim=cfg.critic_hidden_dim, embed_dim=cfg.embed_dim)
+    fill_buffers(model, task)
     if cfg.g_init_ridge > 0:  # after the random initialisation; draws no random numbers
         init_generator_ridge(model, task, cfg.g_init_ridge)
     return model
