@@ -85,13 +85,19 @@ class DKGZSLTrainer(_Trainer):
 
     def snapshot(self) -> torch.Tensor:
         """v (n, D) for every training photo, without gradients."""
+        self.stale = False  # until SOVR's next step
         with torch.no_grad():
             return torch.cat([self.refine(torch.arange(i, min(i + self.chunk, len(self.raw)), device=self.device)).v
                               for i in range(0, len(self.raw), self.chunk)])
 
     def begin_epoch(self) -> None:
-        """Refresh the snapshot of v that the critic and G see this epoch."""
-        if self.regions:
+        """Refresh the snapshot of v that the critic and G see this epoch (when SOVR stepped since the last)."""
+        if self.regions and self.stale:
+            self.x = self.snapshot()
+
+    def restore(self, st: dict, path) -> None:
+        super().restore(st, path)
+        if self.regions:  # v of the restored SOVR (prepare_ood_norm reads it before the first epoch)
             self.x = self.snapshot()
 
     def ara_loss(self, out, y: torch.Tensor) -> torch.Tensor | None:
@@ -108,6 +114,7 @@ class DKGZSLTrainer(_Trainer):
     def _sovr_step(self) -> None:
         if self.opt_v is not None:
             self.opt_v.step()
+            self.stale = True
 
     # ---- warm-up -----------------------------------------------------------------------------
     def train_teacher(self) -> float:
