@@ -81,7 +81,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
     from_: Optional[str] = typer.Option(None, "--from", help="Fine-tune a bundle (a bundled model name, local-dir:PATH or hf-hub:ORG/NAME[@REV]): start from its weights on new photos or new classes. Keeps its method, network widths, DKGZSL switches, attribute vocabulary, feature scaling and backbone (those options, when given and different, are refused)."),
     offline: bool = typer.Option(False, "--offline", help="With --from: use only the local Hub cache."),
-    method: Method = typer.Option(Method(_TRAIN["method"]), help="d3gzsl: generator + D3GZSL unified classifier on pooled features; dkgzsl: + SOVR on region features (with --images) and KTN/MFU knowledge-guided generation."),
+    method: Method = typer.Option(Method(_TRAIN["method"]), help="d3gzsl: generator + D3GZSL unified classifier on pooled features; dkgzsl: + SOVR on region features (with --images) and KTN/MFU knowledge-guided generation; msdn: MSDN, an embedding method on region features (no generator; RMSprop at --lr; the paper uses --batch-size 50); msdnpp: MSDN++, MSDN with causal attention."),
     fde: bool = typer.Option(_TRAIN["fde"], "--fde/--no-fde", help="dkgzsl: SOVR's feature denoising encoder (region features)."),
     ara: bool = typer.Option(_TRAIN["ara"], "--ara/--no-ara", help="dkgzsl: SOVR's attribute-region attention (region features)."),
     ktn: bool = typer.Option(_TRAIN["ktn"], "--ktn/--no-ktn", help="dkgzsl: knowledge transfer network + meta-fusion units in the generator."),
@@ -119,7 +119,7 @@ def train(
     threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for torch. Training uses this many (default 2: the count changes the result's bits, see README \"Reproducibility\"; 0 = torch's default); feature extraction uses torch's default unless given."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
-    """Train a method (D3GZSL, or DKGZSL) on feature files or photo folders and write a bundle."""
+    """Train a method (D3GZSL, DKGZSL, MSDN or MSDN++) on feature files or photo folders and write a bundle."""
     from .devices import parse_device
     from .models.atomic import check_writable_folder
     from .progress import TrainProgress

@@ -25,6 +25,10 @@ here knows which method it is. Two read-outs, named by ``AttributeExplainer.sour
   features the bundle's own generator G synthesises for every class. That is the mapping the generator
   learned (attributes → features) read backwards, not a claim about what a human sees; it takes well under
   a second.
+* ``"posterior"`` — a model without a generator (MSDN, MSDN++: its own attribute scores have no reference to
+  be mapped onto the class scale with): the class attribute vectors weighted by the model's class
+  probabilities for the photo, i.e. the attributes of the classes the model believes it shows. Circular
+  by design (it follows the prediction), so it says which attributes drove the choice, not what was seen.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PROBE_REGIONS = 1024  # regions of the dummy map that asks a region model whether it reads attributes
-SOURCES = {"ara": "ARA attention", "ridge": "ridge read-out"}  # how the TUI names each read-out
+# how the TUI names each read-out
+SOURCES = {"ara": "ARA attention", "ridge": "ridge read-out", "posterior": "class-posterior read-out"}
 
 
 @dataclass
@@ -87,6 +92,7 @@ class AttributeExplainer:
         self.weights, self.bias = weights, bias  # ridge: (D, A), (A,) in v-space
         self.reference = reference  # ara: (generated v (N, D) float32 tensor, their class values (N, A))
         self.attribute_names = list(attribute_names)
+        self.class_values = class_attributes  # (K, A): the posterior read-out's rows
         self.mean = class_attributes.mean(axis=0)  # (A,)
         self.spread = np.maximum(class_attributes.std(axis=0), 1e-6)  # (A,)
         self._calibration: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # feature shape → (α (A,), β (A,))
@@ -101,6 +107,8 @@ class AttributeExplainer:
 
         gen = torch.Generator().manual_seed(seed)
         targets = model.class_attributes.detach().cpu().double()  # (K, A), as in classes.csv
+        if getattr(model, "generator", None) is None:  # nothing to generate a reference or a ridge from
+            return cls(model, attribute_names, targets.numpy(), "posterior")
         cond = model.normalized_attributes(attribute_norm).detach().cpu()  # (K, A), as G consumes them
         g = model.generator
         if next(g.parameters()).device.type != "cpu":  # sample on the CPU (seeded), never moving the model's G
@@ -128,6 +136,8 @@ class AttributeExplainer:
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """Attribute values (B, A) for raw backbone features: pooled (B, D) or region maps (B, R, C)."""
         raw = np.asarray(raw)
+        if self.source == "posterior":
+            return self._run(self.model.class_scores, raw) @ self.class_values  # (B, K) @ (K, A)
         if self.source == "ridge":
             return self.predict_scaled(self._run(self.model.visual, raw))
         alpha, beta = self._calibrate(raw.shape[1:])

@@ -116,7 +116,7 @@ def test_resume_equals_uninterrupted_on_regions(regions, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("method, message", [("msdn", "not implemented"), ("ce-gzsl", "not implemented"),
+@pytest.mark.parametrize("method, message", [("msdn", "options do not fit"), ("ce-gzsl", "not implemented"),
                                              ("magic", "unknown method")])
 def test_unimplemented_or_unknown_methods_are_refused(trained_regions, tmp_path, method, message):
     import shutil

@@ -13,7 +13,7 @@ ABLATIONS = {  # name -> (use_id, use_od); "baseline" = generator + L_cls only
 
 # The values each string option may take: validate() checks them and the CLI offers them as choices.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("d3gzsl", "dkgzsl"),  # the trainable methods (models/methods IMPLEMENTED; trainer/methods.py)
+    "method": ("d3gzsl", "dkgzsl", "msdn", "msdnpp"),  # the trainable methods (models/methods IMPLEMENTED; trainer/methods.py)
     "fde_mask": ("soft", "topk"),
     "ablation": tuple(ABLATIONS),
     "od_target": ("class", "domain"),
@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "energy_norm": ("quantile", "none"),
     "ood_score": ("msp", "energy"),
     "kl_normalize": ("both", "teacher"),
+    "counterfactual": ("uniform", "random"),
 }
 
 
@@ -90,6 +91,17 @@ class TrainConfig:
     ara_weight: float = 1.0  # seen-class CE on ARA's attribute scores (aᵀ·scores), in SOVR's objective
     ktn_weight: float = 1.0  # KTN's reconstruction of real refined features (MSE), in G's objective
     sovr_lr: float = 1e-4  # Adam lr of SOVR after the warm-up (during the warm-up: teacher_lr)
+    # -- MSDN / MSDN++ (method="msdn" | "msdnpp"; models/methods/msdn.py, trainer/msdn.py). They train with RMSprop at
+    #   ``lr`` (1e-4, the paper's) on ``batch_size`` images (the paper: 50) for ``epochs`` (the paper: ~30)
+    attr_embed_dim: int = 300  # width d of the learned attribute embeddings
+    msdn_fuse: float = 0.1  # share of the visual->attribute sub-net in the fused prediction (the authors' 0.9/0.1)
+    distill_weight: float = 1e-3  # semantic distillation (symmetric JS between the sub-nets' predictions)
+    msdn_weight_decay: float = 1e-4  # RMSprop weight decay
+    msdn_momentum: float = 0.9  # RMSprop momentum
+    msdn_cal_weight: float = 0.0  # the authors' code's self-calibration term (-log of the mean probability mass on
+    #   unseen classes, weight 0.1 there); METHODS.md calibrates with γ instead, so off by default
+    causal_weight: float = 1.0  # msdnpp: CE on the attention's effect, logits(learned) - logits(counterfactual)
+    counterfactual: str = "uniform"  # msdnpp: counterfactual attention, uniform or random (softmax of N(0, 1) logits)
     # -- fine-tuning (train --from; trainer/finetune.py): the source bundle's folder and its weights' SHA-256
     init_from: str = ""  # "": a fresh random initialisation
     init_sha256: str = ""
@@ -119,7 +131,7 @@ class TrainConfig:
         if self.fde_mask == "topk" and self.fde_topk < 1:
             raise ValueError("fde_mask 'topk' needs fde_topk of at least 1")
         for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim",
-                     "attn_dim"):
+                     "attn_dim", "attr_embed_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 

@@ -1,6 +1,7 @@
 """The training side of the method plug-ins (models/methods): which trainer trains which method.
 
-A trainer is ``trainer.loop._Trainer`` (D3GZSL) or a subclass of it; it says which backbone features it
+A trainer is ``trainer.loop._Trainer`` (D3GZSL) or a subclass of it, or (MSDN, MSDN++: no generator)
+a class with the same interface to ``fit`` (``trainer/msdn.py``); it says which backbone features it
 trains on from photos (``feature_kind``) and what the user should be told about a configuration
 (``notes``). Nothing outside this module and the trainers themselves looks at a method's name.
 """
@@ -10,7 +11,8 @@ import importlib
 
 from ..models.methods import canonical_method
 
-TRAINERS = {"d3gzsl": ("loop", "_Trainer"), "dkgzsl": ("dkgzsl", "DKGZSLTrainer")}
+TRAINERS = {"d3gzsl": ("loop", "_Trainer"), "dkgzsl": ("dkgzsl", "DKGZSLTrainer"),
+            "msdn": ("msdn", "MSDNTrainer"), "msdnpp": ("msdn", "MSDNPPTrainer")}
 
 
 def trainer_class(method: str):

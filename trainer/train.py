@@ -125,8 +125,10 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
 
     kinds = trainer_class(cfg.method).feature_kinds
     if fs.kind not in kinds:
+        hint = ("give region features (train --images extracts them; or a region feature folder)" if "pooled" not in kinds
+                else "give pooled features, or train a method that refines regions (--method dkgzsl)")
         raise DataError(f"{fs.source}: {fs.kind} features, but {cfg.method} trains on {' or '.join(kinds)} "
-                        "features; give pooled features, or train a method that refines regions (--method dkgzsl).")
+                        f"features; {hint}.")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_config(run_dir / "train_config.json", cfg, fs, resume, finetuned_from)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..models.classcsv import ClassTable
 from ..models.errors import DataError
-from .model import ModelInfo, open_model, read
+from .model import ModelInfo, head_width, open_model, read
 from .registry import Registry, locked, salvage, set_aside, write_registry
 from .validate import (Candidate, candidate_from_mapping, candidates_from_csv, check_count, check_name, check_range,
                        screen, suggest)
@@ -49,9 +49,15 @@ def _default_warn(message: str) -> None:
 
 def _commit(info: ModelInfo, names: list[str], values: np.ndarray, warn: Callable[[str], None],
             progress: Progress | None = None) -> Registry:
-    """Fit the head rows for exactly these user classes and make them the registry's state (lock held)."""
+    """Fit the head rows for exactly these user classes and make them the registry's state (lock held).
+
+    A model that scores classes from their attribute vectors (``classes_from_attributes``) needs no rows:
+    the registry stores empty (n, 0) ones and the classifier appends the attribute rows (view.py)."""
     reg = Registry(names=list(names), values=np.asarray(values, np.float32).reshape(len(names), info.config.attr_dim))
-    if names:
+    if names and head_width(info.config) == 0:
+        reg.weight, reg.bias = np.zeros((len(names), 0), np.float32), np.zeros(len(names), np.float32)
+        reg.refit = {"method": "attribute-rows"}
+    elif names:
         from ..models.bundle import load_bundle
         from .refit import fit_user_rows
 
@@ -178,7 +184,7 @@ def repair_classes(source: str, offline: bool = False, warn: Callable[[str], Non
     """
     info = open_model(source, offline)
     with locked(info.registry):
-        found = salvage(info.registry, list(info.config.attribute_names), info.config.head.embed_dim)
+        found = salvage(info.registry, list(info.config.attribute_names), head_width(info.config))
         if found is None:
             return Repair(kept=list(read(info).names))
         dest = set_aside(info.registry, found.damaged)

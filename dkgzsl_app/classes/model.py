@@ -38,8 +38,17 @@ def open_model(source: str, offline: bool = False) -> ModelInfo:
 
 def read(info: ModelInfo, with_head: bool = False) -> Registry:
     """The registry of ``info``'s model, verified (RegistryError names the repair command)."""
-    return read_registry(info.registry, list(info.config.attribute_names), info.config.head.embed_dim, with_head,
-                         info.source)
+    width = head_width(info.config) if with_head else None
+    return read_registry(info.registry, list(info.config.attribute_names), width, with_head, info.source)
+
+
+def head_width(config) -> int:
+    """Width of the head rows the registry keeps per user class: the student embedding E for a generative
+    model, 0 for one that scores any attribute vector itself (``classes_from_attributes``: nothing is fitted,
+    models/methods). Imports the method's module (torch)."""
+    from ..models.methods import model_class
+
+    return 0 if getattr(model_class(config.method), "classes_from_attributes", False) else config.head.embed_dim
 
 
 def weights_key(folder, config) -> str:

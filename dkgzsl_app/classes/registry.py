@@ -92,7 +92,8 @@ def read_registry(folder: Path, attribute_names: list[str], embed_dim: int | Non
     Args:
         folder: registry_dir(...) of the model.
         attribute_names: the model's attributes; the class table must have exactly these.
-        embed_dim: the student embedding width E, to check the head's shape (None: do not check).
+        embed_dim: the head rows' width, to check their shape (model.head_width: E, or 0 for a model that
+            scores attribute vectors itself; None: do not check).
         with_head: read and verify the head file too (False for listing, exporting and removing).
         model: the --model the user names this model by, for the repair command in error messages.
 
@@ -154,7 +155,8 @@ def _read_once(folder: Path, attribute_names: list[str], embed_dim: int | None, 
         except Exception as e:  # safetensors raises several types on bad headers
             raise RegistryError(f"{hpath} is not a readable head file ({e}). " + _fix_hint(folder, model)) from None
         n = len(names)
-        if reg.weight.shape[0] != n or reg.bias.shape != (n,) or (embed_dim and reg.weight.shape != (n, embed_dim)):
+        wrong_width = embed_dim is not None and reg.weight.shape != (n, embed_dim)
+        if reg.weight.shape[0] != n or reg.bias.shape != (n,) or wrong_width:
             raise RegistryError(f"{hpath}: head shape {reg.weight.shape} does not fit {n} classes with embedding "
                                 f"width {embed_dim}. " + _fix_hint(folder, model))
         if not (np.isfinite(reg.weight).all() and np.isfinite(reg.bias).all()):

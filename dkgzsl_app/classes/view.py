@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..sources import source_for_folder
-from .model import bundle_key
+from .model import bundle_key, head_width
 from .registry import RegistryError, read_registry, registry_dir
 
 
@@ -26,8 +26,8 @@ def with_user_classes(bundle, device: str = "cpu"):
         return bundle
     cfg = bundle.config
     model_name = source_for_folder(bundle.path) if bundle.path is not None else "MODEL"
-    reg = read_registry(registry_dir(key), list(cfg.attribute_names), cfg.head.embed_dim, with_head=True,
-                        model=model_name)
+    width = head_width(cfg)
+    reg = read_registry(registry_dir(key), list(cfg.attribute_names), width, with_head=True, model=model_name)
     if not reg.names:
         return bundle
     clash = sorted(set(reg.names) & set(cfg.class_names))
@@ -42,8 +42,9 @@ def with_user_classes(bundle, device: str = "cpu"):
 
     base = bundle.model
     model = _shallow(base)
-    model.student = _shallow(base.student)
-    model.student.head = AppendedHead(base.student.head, torch.from_numpy(reg.weight), torch.from_numpy(reg.bias))
+    if width:  # generative: the fitted rows extend the student head; else class_scores reads the attribute rows
+        model.student = _shallow(base.student)
+        model.student.head = AppendedHead(base.student.head, torch.from_numpy(reg.weight), torch.from_numpy(reg.bias))
     attrs = torch.from_numpy(reg.values).to(base.class_attributes.device)
     model.class_attributes = torch.cat([base.class_attributes, attrs])  # (C + n, A)
     config = dataclasses.replace(cfg, class_names=list(cfg.class_names) + list(reg.names),

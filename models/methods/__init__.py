@@ -1,6 +1,6 @@
 """Methods as plug-ins: one module per method, one small interface, chosen by a bundle's ``method``.
 
-A method module (``d3gzsl.py``, ``dkgzsl.py``) defines a model class (a torch ``nn.Module``) that the rest
+A method module (``d3gzsl.py``, ``dkgzsl.py``, ``msdn.py``, ``msdnpp.py``) defines a model class (a torch ``nn.Module``) that the rest
 of dkgzsl uses without knowing which method it is:
 
 * ``from_config(config)`` builds it from a bundle's ModelConfig (``config.options`` holds the method's own
@@ -10,9 +10,14 @@ of dkgzsl uses without knowing which method it is:
 * ``class_scores(raw, tau)`` → probabilities over all classes (B, C); ``visual(raw)`` → the feature v
   (B, D) that generation and classification work in; ``attribute_scores(raw)`` → (B, A) or None when the
   method has no attribute read-out of its own;
-* adding a class from an attribute vector: generative methods expose ``generator`` (``generator(z, a)``
-  and ``generator.sample(a)`` in v-space) and the unified classifier ``student`` (E_s, C_s), which the app's
-  class registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``).
+* adding a class from an attribute vector, one of two ways, said by the class attribute
+  ``classes_from_attributes``:
+  - True (embedding methods: MSDN, MSDN++): ``class_scores`` compares features with every row of the
+    ``class_attributes`` buffer (C, A), so the app's class registry adds a class by appending its row
+    there: nothing is fitted or generated, and the built-in classes' logits do not change;
+  - False or absent (generative methods): the model exposes ``generator`` (``generator(z, a)`` and
+    ``generator.sample(a)`` in v-space) and the unified classifier ``student`` (E_s, C_s), which the
+    registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``).
 
 The training side mirrors this in ``trainer/methods.py``. This module stays torch-free: the names are
 checked when a config is read; the classes are imported only to build a model.
@@ -23,8 +28,8 @@ import importlib
 
 from ..errors import BundleError
 
-IMPLEMENTED = ("d3gzsl", "dkgzsl")
-PLANNED = ("msdn", "msdnpp", "ce-gzsl")  # METHODS.md describes them; this version cannot build or load them
+IMPLEMENTED = ("d3gzsl", "dkgzsl", "msdn", "msdnpp")
+PLANNED = ("ce-gzsl",)  # METHODS.md describes them; this version cannot build or load them
 # Bundles written before methods were plug-ins labelled D3GZSL's baseline ablation (generator + the unified
 # classifier trained with L_cls only) "f-clswgan"; its networks are exactly D3GZSL's, so it loads as that.
 LEGACY = {"f-clswgan": "d3gzsl"}
