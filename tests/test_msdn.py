@@ -212,3 +212,35 @@ def test_cli_trains_msdn_on_a_region_feature_folder_and_refuses_pooled(regions, 
     r = CliRunner().invoke(app, ["train", "--features", str(tmp_path / "pooled"), "--out", str(tmp_path / "run2"),
                                  "--method", "msdn", *args])
     assert r.exit_code == 1 and "give region features" in r.output and "Traceback" not in r.output
+
+
+def test_photos_classify_add_class_and_explain_through_the_tui_engine(tmp_path):
+    """An (untrained) MSDN bundle over the offline backbone: region features from photos, calibrated scores, a
+    user class picked up by reload_classes, and the explainer, as `dkgzsl browse` uses them."""
+    from dkgzsl_app.models.backbone import create_backbone
+    from dkgzsl_app.models.config import GeneratorConfig, HeadConfig, ModelConfig
+    from dkgzsl_app.tui.engine import Engine, EngineOptions
+    from tui_helpers import CLASSES, make_photos
+
+    cfg = ModelConfig(method="msdnpp", feature_dim=1280, feature_kind="regions", options=Options(8).to_dict(),
+                      attribute_names=["furry", "hot", "ceramic"], class_names=list(CLASSES), seen=[True, True, False],
+                      generator=GeneratorConfig(noise_dim=3), head=HeadConfig(), calibration=0.1,
+                      backbone=create_backbone("tf_efficientnet_lite0").config)
+    torch.manual_seed(0)
+    from dkgzsl_app.models.methods import build_model
+
+    model = build_model(cfg)
+    model.class_attributes.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 1, 1.0]]))
+    folder = save_bundle(model, cfg, tmp_path / "b")
+    photos = make_photos(tmp_path / "photos")[:2]
+    engine = Engine(EngineOptions(model=f"local-dir:{folder}", device="cpu", workers=0, top_k=4))
+    got = []
+    engine.classify([str(p) for p in photos], lambda start, preds: got.extend(preds))
+    assert [len(p.top) for p in got] == [3, 3] and not any(p.error for p in got)
+    for g in got[0].top:  # calibrated: probability − γ for seen classes only
+        assert g.score == pytest.approx(g.probability - (0.1 if g.origin == "seen" else 0.0))
+    add_classes(f"local-dir:{folder}", {"hot_cat": {"furry": 1, "hot": 1, "ceramic": 0}})
+    engine.reload_classes()
+    assert engine.class_names == [*CLASSES, "hot_cat"] and engine.origin_of("hot_cat") == "user"
+    evidence = engine.explain(str(photos[0]), "hot_cat")
+    assert len(evidence) == 3 and {e.source for e in evidence} == {"posterior"}
