@@ -2,7 +2,7 @@
 
 Works for every method through the plug-in interface (``models/methods``): a photo's raw backbone features
 (pooled (D,) or a region map (R, C)) go through ``model.visual`` or ``model.attribute_scores``; nothing
-here knows which method it is. Two read-outs, named by ``AttributeExplainer.source``:
+here knows which method it is. Three read-outs, named by ``AttributeExplainer.source``:
 
 * ``"ara"`` — the model has an attribute read-out of its own (DKGZSL's ARA: one attention query per
   attribute over the photo's regions). Its scores are on their own scale, so each attribute's score is

@@ -159,7 +159,9 @@ def test_msdnpp_causal_term_changes_training_and_is_off_in_msdn(regions):
     _, msdn_weighted = one_epoch(MSDNTrainer, causal_weight=5.0, counterfactual="random")
     pp_logs, pp = one_epoch(MSDNPPTrainer, method="msdnpp")
     _, pp_random = one_epoch(MSDNPPTrainer, method="msdnpp", counterfactual="random")
-    assert "causal" not in logs and pp_logs["causal"] > 0
+    cal_logs, cal = one_epoch(MSDNTrainer, msdn_cal_weight=0.1)  # the authors' self-calibration term, off by default
+    assert "causal" not in logs and "cal" not in logs and pp_logs["causal"] > 0 and cal_logs["cal"] > 0
+    assert not torch.equal(cal["w_attn_av"], msdn["w_attn_av"])
     assert all(torch.equal(msdn[n], msdn_weighted[n]) for n in msdn)  # causal settings do nothing in msdn
     assert not torch.equal(pp["w_attn_av"], msdn["w_attn_av"])
     assert not torch.equal(pp_random["w_attn_av"], pp["w_attn_av"])
