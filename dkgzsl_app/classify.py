@@ -110,7 +110,6 @@ class Classifier:
 def load(source: str, device: str = "auto", offline: bool = False, precision: str = "auto") -> Classifier:
     """Load a bundle (hf-hub:, local-dir: or a folder) and its backbone for classifying photos;
     ``precision``: auto, fp32 or bf16 for the backbone (see ``precision.py``)."""
-    from .models.backbone import OFFLINE, create_backbone
     from .models.bundle import load_bundle
     from .precision import parse_precision
 
@@ -121,11 +120,24 @@ def load(source: str, device: str = "auto", offline: bool = False, precision: st
     if bb is None:
         raise BundleError(f"{bundle.path}: this bundle was trained on precomputed features and has no image "
                           "backbone; it can score feature files (dkgzsl evaluate) but not photos.")
-    backbone = create_backbone(bb.name, weights="offline" if bb.name in OFFLINE else "hub")
-    if backbone.config.pretrained_tag != bb.pretrained_tag or backbone.config.input_size != bb.input_size:
-        raise BundleError(f"{bundle.path}: the bundle was trained on {bb.name} [{bb.pretrained_tag}] features, "
-                          f"but the available weights are [{backbone.config.pretrained_tag}].")
+    backbone = bundle_backbone(bundle)
     if bundle.config.feature_dim != backbone.model.num_features:
         raise BundleError(f"{bundle.path}: feature_dim {bundle.config.feature_dim} does not match "
                           f"{bb.name}'s {backbone.model.num_features} features.")
     return Classifier(bundle, backbone, dev, precision=precision)
+
+
+def bundle_backbone(bundle):
+    """The backbone a bundle's features come from: its own fine-tuned weights (``train --finetune-backbone``;
+    their config, whose tag keys the feature cache apart from the stock weights'), else the stock weights
+    (packaged offline, or from the Hub), checked against what the bundle was trained on."""
+    from .models.backbone import OFFLINE, backbone_from_state, create_backbone, is_finetuned
+
+    bb = bundle.config.backbone
+    if is_finetuned(bb):
+        return backbone_from_state(bb, bundle.backbone_state)
+    backbone = create_backbone(bb.name, weights="offline" if bb.name in OFFLINE else "hub")
+    if backbone.config.pretrained_tag != bb.pretrained_tag or backbone.config.input_size != bb.input_size:
+        raise BundleError(f"{bundle.path}: the bundle was trained on {bb.name} [{bb.pretrained_tag}] features, "
+                          f"but the available weights are [{backbone.config.pretrained_tag}].")
+    return backbone

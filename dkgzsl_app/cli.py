@@ -90,6 +90,8 @@ def train(
     ara_weight: float = typer.Option(_TRAIN["ara_weight"], help="dkgzsl: weight of ARA's seen-class loss on attribute scores."),
     ktn_weight: float = typer.Option(_TRAIN["ktn_weight"], help="dkgzsl: weight of KTN's reconstruction of real refined features in G's objective."),
     sovr_lr: float = typer.Option(_TRAIN["sovr_lr"], help="dkgzsl: Adam learning rate of SOVR after the warm-up."),
+    finetune_backbone: bool = typer.Option(_TRAIN["finetune_backbone"], "--finetune-backbone", help="With --images: train the image backbone with the head, on live features of the photos (BatchNorm statistics frozen); the bundle carries its weights. Slower: the backbone runs forward and backward every epoch."),
+    backbone_lr: float = typer.Option(_TRAIN["backbone_lr"], help="With --finetune-backbone: Adam learning rate of the backbone."),
     ablation: Ablation = typer.Option(Ablation(_TRAIN["ablation"]), help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
     epochs: int = typer.Option(_TRAIN["epochs"], help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
     teacher_epochs: int = typer.Option(_TRAIN["teacher_epochs"], help="Epochs of teacher pre-training."),
@@ -126,6 +128,9 @@ def train(
 
     if (features is None) == (images is None):
         _fail("give either --features DIR or --images DIR (with --attributes CSV).", 2)
+    if finetune_backbone and images is None:
+        _fail("--finetune-backbone trains the image backbone on photos: give --images DIR with --attributes CSV "
+              "(feature files hold no photos).", 2)
     if images is not None and attributes is None:
         _fail("--images needs --attributes CSV: the class table of every class, seen and unseen.", 2)
     if features is not None and not features.exists():
@@ -140,7 +145,7 @@ def train(
                       final_gamma=final_gamma.value, ood_score=ood_score.value, energy_norm=energy_norm.value,
                       g_od_real=g_od_real, method=method.value, fde=fde, ara=ara, ktn=ktn,
                       fde_mask=fde_mask.value, fde_topk=fde_topk, ara_weight=ara_weight, ktn_weight=ktn_weight,
-                      sovr_lr=sovr_lr)
+                      sovr_lr=sovr_lr, finetune_backbone=finetune_backbone, backbone_lr=backbone_lr)
     try:
         cfg.validate()
     except ValueError as e:
@@ -166,10 +171,11 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
-    bb_config = None
+    bb_config = photo_set = bb_weights = None
     if images is not None:
-        fs, bb_config = _images_feature_set(images, attributes, backbone, dev, workers=2,
-                                            kind=kind or feature_kind(cfg))
+        fs, bb_config, photo_set, bb_weights = _images_feature_set(
+            images, attributes, backbone, dev, workers=2, kind=kind or feature_kind(cfg),
+            finetune=cfg.finetune_backbone, source=init_dir)
     else:
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     for note in notes(cfg, fs.kind):
@@ -178,7 +184,7 @@ def train(
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
                                device=dev, backbone=bb_config,
                                threads=TRAIN_THREADS if threads is None else threads, init_from=init_dir,
-                               init_source=from_)
+                               init_source=from_, photos=photo_set, backbone_weights=bb_weights)
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
               "calibration": outcome.calibration}
     if as_json:
@@ -216,18 +222,31 @@ def _finetune_source(ctx, source: str, offline: bool, cfg: TrainConfig, backbone
 
 
 def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int,
-                        kind: str = "pooled"):
+                        kind: str = "pooled", finetune: bool = False, source: Optional[Path] = None):
     """Backbone features (``kind``: pooled or regions) of a photo folder, through the feature cache, as a
-    FeatureSet."""
+    FeatureSet; (it, the backbone's config, with ``finetune`` the photos as a PhotoSet, the weights of a
+    ``source`` bundle's fine-tuned backbone, which extract the photos and carry over to the new bundle)."""
     from .cache import FeatureCache
-    from .image_data import feature_set_from_images
+    from .image_data import feature_set_from_images, finetune_set_from_images
     from .locations import feature_cache_file
-    from .models.backbone import OFFLINE, create_backbone
+    from .models.backbone import OFFLINE, create_backbone, is_finetuned
+    from .models.bundle import load_bundle, load_config
 
-    bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
+    weights = None
+    if source is not None and is_finetuned(load_config(source).backbone):
+        from .classify import bundle_backbone
+
+        bundle = load_bundle(source)
+        bb, weights = bundle_backbone(bundle), bundle.backbone_state
+    else:
+        bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
+    if finetune:
+        fs, photos = finetune_set_from_images(images, attributes, bb, device, workers, warn=_warn,
+                                              progress=_extraction_progress, kind=kind)
+        return fs, bb.config, photos, weights
     fs = feature_set_from_images(images, attributes, bb, device, FeatureCache(feature_cache_file(), warn=_warn),
                                  workers=workers, warn=_warn, progress=_extraction_progress, kind=kind)
-    return fs, bb.config
+    return fs, bb.config, None, weights
 
 
 def _extraction_progress(total: int):

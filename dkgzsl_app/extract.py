@@ -160,3 +160,27 @@ def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp3
         half = len(x) // 2
         return torch.cat([_forward(backbone, x[:half], dev, precision, channels_last, kind),
                           _forward(backbone, x[half:], dev, precision, channels_last, kind)])
+
+
+def photo_tensors(backbone, images: list, workers: int = 2,
+                  on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+    """The photos as the backbone's eval transform prepares them, short of its float conversion and
+    normalisation (``Backbone.uint8_transform``): (uint8 (N, 3, H, W) of the readable ones, their indices
+    into ``images``, errors by index). For ``train --finetune-backbone``, which runs the backbone on them
+    again every epoch; uint8 at the input size is a quarter of the float32 bytes (150 kB a 224 px photo)."""
+    c = backbone.config
+    short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
+    ds = PhotoDataset(images, backbone.uint8_transform(), draft=(short, short))
+    can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
+    loader = DataLoader(ds, batch_size=32, num_workers=workers if can_fork else 0, collate_fn=collate)
+    out = torch.empty((len(images), *c.input_size), dtype=torch.uint8)  # filled in place: no second copy
+    ok, errors = [], {}
+    for x, idx, errs in loader:
+        errors.update(errs)
+        if x is not None:
+            out[idx] = x
+            ok += idx
+        if on_batch:
+            on_batch(len(idx) + len(errs))
+    keep = sorted(ok)
+    return (out if len(keep) == len(images) else out[keep]), keep, errors

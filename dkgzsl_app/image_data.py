@@ -88,8 +88,15 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
         precision = "fp16" if cuda else "fp32"
     if channels_last is None:
         channels_last = cuda
-    from .trainer.data import FeatureSet
+    table, photos = _training_classes(images_dir, attributes_csv)
+    index = {n: i for i, n in enumerate(table.names)}
+    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress,
+                             precision, channels_last, kind)
+    return _training_set(feats, labels, table, photos, images_dir)
 
+
+def _training_classes(images_dir: Path, attributes_csv: Path):
+    """(the class table, class name → photos) of a training folder, checked against each other."""
     table = read_class_csv(attributes_csv, require_origin=False)
     photos = {k: v for k, v in labelled_photos(images_dir).items() if v}
     unknown = sorted(set(photos) - set(table.names))
@@ -106,14 +113,51 @@ def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, de
                 raise DataError(f"{attributes_csv}: class {name!r} is marked {origin} but {images_dir} has photos of it.")
     if len(photos) < 3:
         raise DataError(f"{images_dir}: photos of at least 3 classes are needed to train (found {len(photos)}).")
-    index = {n: i for i, n in enumerate(table.names)}
-    feats, labels = _extract(photos, index, backbone, device, cache, batch_size, workers, warn, on_batch, progress,
-                             precision, channels_last, kind)
+    return table, photos
+
+
+def _training_set(feats, labels, table, photos, images_dir):
+    from .trainer.data import FeatureSet
+
     seen = np.array([n in photos for n in table.names])
     empty = np.zeros(0, np.int64)
     return FeatureSet(features=feats, labels=labels, class_names=list(table.names), attributes=table.values,
                       attribute_names=list(table.attribute_names), seen=seen, trainval=np.arange(len(labels)),
                       test_seen=empty, test_unseen=empty, source=f"images:{images_dir}")
+
+
+def finetune_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", workers: int = 2,
+                             warn: Callable[[str], None] = print, progress: Progress | None = None,
+                             kind: str = "pooled"):
+    """Training data for ``train --finetune-backbone``: (a FeatureSet of the starting backbone's features, a
+    ``PhotoSet`` of the same rows' photos as uint8 tensors, which the trainer runs the backbone on again).
+
+    The features are computed from exactly those tensors by the trainer's own forward pass (fp32 and the
+    default layout on the CPU: the features ``feature_set_from_images`` extracts there), not through the
+    feature cache: each photo is decoded once."""
+    import torch
+
+    from .extract import photo_tensors
+    from .trainer.backbone_ft import PhotoSet
+
+    table, photos = _training_classes(images_dir, attributes_csv)
+    index = {n: i for i, n in enumerate(table.names)}
+    paths, labels = [], []
+    for name, files in photos.items():
+        paths += [str(f) for f in files]
+        labels += [index[name]] * len(files)
+    with (progress(len(paths)) if progress is not None else contextlib.nullcontext(None)) as tick:
+        tensors, keep, errors = photo_tensors(backbone, paths, workers, tick)
+    for i, reason in sorted(errors.items()):
+        warn(f"{paths[i]}: {reason} (skipped)")
+    if not keep:
+        raise DataError("none of the photos could be read.")
+    ps = PhotoSet(tensors, backbone)
+    dev = torch.device(device)
+    start = ps.copy_to(dev)
+    with (progress(len(keep)) if progress is not None else contextlib.nullcontext(None)) as tick:
+        feats = ps.features(start, torch.arange(len(keep)), dev, kind, tick).cpu().numpy()
+    return _training_set(feats, np.array([labels[i] for i in keep], np.int64), table, photos, images_dir), ps
 
 
 def test_set_from_images(images_dir: Path, bundle, backbone, device: str = "cpu", cache=None,

@@ -101,6 +101,24 @@ class Backbone:
         return create_transform(input_size=tuple(c.input_size), interpolation=c.interpolation, mean=tuple(c.mean),
                                 std=tuple(c.std), crop_pct=c.crop_pct, is_training=False)
 
+    def uint8_transform(self):
+        """PIL image → uint8 tensor (3, H, W): ``transform()`` up to its last two steps (to-float, normalise), so
+        photos are kept at a quarter of the float size; ``normalize`` finishes them bit for bit as ``transform``."""
+        from torchvision.transforms import Compose, Normalize, PILToTensor
+
+        steps = list(self.transform().transforms)
+        if len(steps) < 2 or not isinstance(steps[-1], Normalize) or "ToTensor" not in type(steps[-2]).__name__:
+            raise BundleError(f"{self.config.name}: unexpected eval transform {steps}; cannot keep photos as uint8")
+        return Compose(steps[:-2] + [PILToTensor()])
+
+    def normalize(self, x):
+        """uint8 photos (B, 3, H, W) from ``uint8_transform`` → the float input (B, 3, H, W) of ``transform``."""
+        import torch
+
+        mean = torch.tensor(self.config.mean, dtype=torch.float32, device=x.device)[:, None, None]
+        std = torch.tensor(self.config.std, dtype=torch.float32, device=x.device)[:, None, None]
+        return x.float().div(255).sub(mean).div(std)  # what ToTensor + Normalize compute, in their order
+
 
 def create_backbone(name: str, weights: str = "offline") -> Backbone:
     """Build timm ``name`` with ``weights`` in offline | hub | none (see the module docstring)."""
@@ -122,3 +140,66 @@ def create_backbone(name: str, weights: str = "offline") -> Backbone:
         name=name, pretrained_tag=tag, input_size=list(cfg["input_size"]), mean=list(cfg["mean"]),
         std=list(cfg["std"]), interpolation=cfg["interpolation"], crop_pct=float(cfg["crop_pct"]),
         feature_layer="forward_features"))
+
+
+# ---- a backbone fine-tuned inside a bundle (``dkgzsl train --finetune-backbone``) -------------------------
+# Its weights travel in the bundle's model.safetensors under BUNDLE_PREFIX, and config.backbone.pretrained_tag
+# says so and names their digest: the tag is part of the feature cache key (dkgzsl_app/cache.py), so features
+# of one fine-tuned backbone are never served for the stock weights or for another fine-tuned copy.
+FINETUNED = "fine-tuned in this bundle"
+BUNDLE_PREFIX = "backbone."
+
+
+def is_finetuned(config: BackboneConfig | None) -> bool:
+    """Whether ``config`` names backbone weights carried by the bundle itself."""
+    return config is not None and config.pretrained_tag.startswith(FINETUNED)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a state dict: names, dtypes, shapes and bytes, in name order (independent of file layout)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def finetuned_config(config: BackboneConfig, state: dict) -> BackboneConfig:
+    """``config`` for the fine-tuned weights ``state``: the tag names them (digest) and the stock tag they
+    started from (kept across repeated fine-tuning)."""
+    import dataclasses
+
+    base = config.pretrained_tag
+    if is_finetuned(config):
+        base = base.split("; from ", 1)[1] if "; from " in base else ""
+    return dataclasses.replace(config, pretrained_tag=f"{FINETUNED} (sha256:{state_digest(state)[:16]}); from {base}")
+
+
+def check_finetuned_state(config: BackboneConfig, state: dict, where: str) -> None:
+    """BundleError unless ``state`` is what ``config``'s tag names (digest)."""
+    want = config.pretrained_tag[len(FINETUNED):].split(")", 1)[0].strip(" (")
+    got = f"sha256:{state_digest(state)[:16]}"
+    if want != got:
+        raise BundleError(f"{where}: the backbone weights ({got}) are not the ones config.json names ({want}); "
+                          "the bundle is corrupt or was edited by hand.")
+
+
+def backbone_from_state(config: BackboneConfig, state: dict) -> Backbone:
+    """The timm model ``config.name`` with the bundle's backbone weights ``state`` (strict), preprocessing as
+    ``config`` says: no network needed, whatever weights the stock backbone would have come from."""
+    import timm
+
+    try:
+        model = timm.create_model(config.name, pretrained=False)
+    except RuntimeError as e:
+        raise BundleError(f"timm cannot build {config.name!r}: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BundleError(f"the bundle's backbone weights do not fit timm's {config.name} ({str(e)[:300]})") from None
+    return Backbone(model, config)

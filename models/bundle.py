@@ -1,7 +1,8 @@
 """Model bundle I/O: one folder, identical on disk, on the Hub and inside the package.
 
     config.json        ModelConfig (format version, method, dims, names, seen mask, calibration ...)
-    model.safetensors  every weight and buffer; never pickle
+    model.safetensors  every weight and buffer; never pickle (with ``train --finetune-backbone``
+                       also the backbone's, named ``backbone.*``; config.backbone's tag says so)
     classes.csv        name, origin (seen | unseen | user), attribute values
     README.md          Hugging Face model card
 
@@ -33,6 +34,7 @@ class Bundle:
     model: "object"  # the method's model (models/methods); typed loosely so importing this module stays torch-free
     origins: list[str]  # per class: seen | unseen | user
     path: Path | None = None
+    backbone_state: dict | None = None  # a fine-tuned backbone's weights (models/backbone.py), else None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -42,6 +44,8 @@ def sha256_bytes(data: bytes) -> str:
 def model_card(config: ModelConfig, origins: list[str]) -> str:
     """A Hub model card: YAML metadata (huggingface_hub's ModelCardData) + what the model is and how it was made."""
     from huggingface_hub import ModelCard, ModelCardData
+
+    from .backbone import is_finetuned
 
     base = config.backbone.name if config.backbone else "precomputed features"
     n_seen = origins.count("seen")
@@ -61,6 +65,9 @@ def model_card(config: ModelConfig, origins: list[str]) -> str:
         f"Method `{config.method}` on {config.feature_kind} backbone features"
         + (f", options {json.dumps(config.options, sort_keys=True)}" if config.options else "") + ".",
         "",
+        *([f"The backbone was fine-tuned with the head ({config.backbone.pretrained_tag}); its weights are the "
+           "`backbone.*` tensors of model.safetensors, and dkgzsl runs them instead of the stock ones.", ""]
+          if is_finetuned(config.backbone) else []),
         "Load with `dkgzsl classify --model <this folder or hf-hub:ORG/NAME>`.",
         "",
         "## Provenance",
@@ -90,8 +97,12 @@ def _reproducibility(prov: dict) -> list[str]:
     ]
 
 
-def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None = None) -> Path:
-    """Write a bundle folder; every file is written atomically, weights first, config last."""
+def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None = None,
+                backbone_state: dict | None = None) -> Path:
+    """Write a bundle folder; every file is written atomically, weights first, config last.
+
+    ``backbone_state``: the weights of a backbone fine-tuned with the head; stored as ``backbone.*`` tensors
+    and named in ``config.backbone`` (its tag, with their digest). Without it the files are as before."""
     from safetensors.torch import save as st_save
 
     directory = Path(directory)
@@ -99,6 +110,14 @@ def save_bundle(model, config: ModelConfig, directory, origins: list[str] | None
     origins = origins or ["seen" if s else "unseen" for s in config.seen]
     _check_config(config, origins, directory / CONFIG_FILE)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if backbone_state is not None:
+        from .backbone import BUNDLE_PREFIX, finetuned_config
+
+        if config.backbone is None or any(k.startswith(BUNDLE_PREFIX) for k in tensors):
+            raise BundleError(f"{directory}: backbone weights need a config.backbone, and a model without "
+                              f"{BUNDLE_PREFIX}* tensors of its own")
+        config.backbone = finetuned_config(config.backbone, backbone_state)
+        tensors.update({BUNDLE_PREFIX + k: v.detach().cpu().contiguous() for k, v in backbone_state.items()})
     # one metadata key: safetensors writes its metadata map in arbitrary order, and bundles must be
     # byte-reproducible (same model, same files); the format version lives in config.json
     blob = st_save(tensors, metadata={"format": "pt"})
@@ -184,6 +203,7 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
     table = _read_classes(directory, config)
     origins = table.origins
     _check_config(config, origins, directory / CONFIG_FILE)
+    tensors, backbone_state = _split_backbone(tensors, config, wpath)
     try:
         model = build_model(config)
     except (TypeError, ValueError) as e:  # options the method does not know, or values it cannot take
@@ -213,7 +233,25 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
         raise BundleError(f"{directory / CLASSES_FILE}: attribute values of class {config.class_names[bad]!r} "
                           f"differ from {WEIGHTS_FILE}; the bundle was edited by hand or is corrupt.")
     model.eval().to(device)
-    return Bundle(config=config, model=model, origins=origins, path=directory)
+    return Bundle(config=config, model=model, origins=origins, path=directory, backbone_state=backbone_state)
+
+
+def _split_backbone(tensors: dict, config: ModelConfig, wpath: Path) -> tuple[dict, dict | None]:
+    """(the model's tensors, the fine-tuned backbone's weights or None); BundleError when the ``backbone.*``
+    tensors and config.backbone's tag disagree (one without the other, or other weights than it names)."""
+    from .backbone import BUNDLE_PREFIX, check_finetuned_state, is_finetuned
+
+    state = {k[len(BUNDLE_PREFIX):]: v for k, v in tensors.items() if k.startswith(BUNDLE_PREFIX)}
+    if not state and not is_finetuned(config.backbone):
+        return tensors, None
+    if not state:
+        raise BundleError(f"{wpath}: {CONFIG_FILE} says the backbone was fine-tuned in this bundle, but the file "
+                          f"holds no {BUNDLE_PREFIX}* tensors; re-download or re-export the bundle.")
+    if not is_finetuned(config.backbone):
+        raise BundleError(f"{wpath}: holds {BUNDLE_PREFIX}* tensors, but {CONFIG_FILE} names no fine-tuned "
+                          "backbone; the bundle was edited by hand or is corrupt.")
+    check_finetuned_state(config.backbone, state, str(wpath))
+    return {k: v for k, v in tensors.items() if not k.startswith(BUNDLE_PREFIX)}, state
 
 
 def _read_classes(directory: Path, config: ModelConfig) -> ClassTable:

@@ -105,6 +105,10 @@ class TrainConfig:
     # -- fine-tuning (train --from; trainer/finetune.py): the source bundle's folder and its weights' SHA-256
     init_from: str = ""  # "": a fresh random initialisation
     init_sha256: str = ""
+    # -- the image backbone (train --images --finetune-backbone; trainer/backbone_ft.py): trained with the head
+    #   on the photos' live features instead of frozen cached ones; its weights go into the bundle
+    finetune_backbone: bool = False
+    backbone_lr: float = 1e-5  # Adam lr of the backbone (pretrained weights: ~1/100 of the heads' 1e-3)
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2
     seed: int = 0
@@ -128,6 +132,8 @@ class TrainConfig:
                              "it needs select='val'")
         if not 0.0 < self.gamma_holdout < 1.0:
             raise ValueError(f"gamma_holdout must be between 0 and 1 (exclusive), not {self.gamma_holdout}")
+        if not self.backbone_lr > 0:
+            raise ValueError(f"backbone_lr must be a positive number, not {self.backbone_lr}")
         if self.fde_mask == "topk" and self.fde_topk < 1:
             raise ValueError("fde_mask 'topk' needs fde_topk of at least 1")
         for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim",

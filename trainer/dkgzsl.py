@@ -81,7 +81,12 @@ class DKGZSLTrainer(_Trainer):
     def refine(self, idx: torch.Tensor):
         """SOVR's output for training photos ``idx`` (with gradients into SOVR)."""
         m = self.model
-        return m.sovr(m.scale_features(self.raw[idx].float()))
+        return m.sovr(m.scale_features(self.raw_regions(idx)))
+
+    def raw_regions(self, idx: torch.Tensor) -> torch.Tensor:
+        """Hook: raw region maps (B, R, C) float32 of training photos ``idx``: the stored ones; live from a
+        backbone being fine-tuned (trainer/backbone_ft.py)."""
+        return self.raw[idx].float()
 
     def snapshot(self) -> torch.Tensor:
         """v (n, D) for every training photo, without gradients."""

@@ -166,7 +166,10 @@ def load_source(folder, sha: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]
     if hashlib.sha256(blob).hexdigest() != sha:
         raise BundleError(f"{path} changed since this run started from it (weights SHA-256 {sha[:12]}…); "
                           "resume needs the same source bundle: restore it, or train into a new --out folder.")
-    return config, st_load(blob)
+    from ..models.backbone import BUNDLE_PREFIX
+
+    # a fine-tuned backbone's tensors are not the model's (the app extracts the new photos with them)
+    return config, {k: v for k, v in st_load(blob).items() if not k.startswith(BUNDLE_PREFIX)}
 
 
 def init_model(model, cfg, task) -> dict:

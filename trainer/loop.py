@@ -30,6 +30,7 @@ CKPT_FORMAT = 1
 class FitResult:
     model: ZSLModel
     history: list[dict] = field(default_factory=list)
+    backbone: dict | None = None  # the image backbone's weights when the run trained it (trainer/backbone_ft.py)
 
 
 def fill_buffers(model, task: Task) -> None:
@@ -95,6 +96,7 @@ class _Trainer:
 
     optimizer_names = ("opt_g", "opt_d", "opt_t", "opt_s")  # what a checkpoint holds besides the model
     feature_kinds = ("pooled",)  # the FeatureSet kinds it trains on
+    trains_backbone = True  # real photos' features reach its losses through real_features (trainer/backbone_ft.py)
 
     @classmethod
     def feature_kind(cls, cfg: TrainConfig) -> str:
@@ -168,7 +170,7 @@ class _Trainer:
         loss = torch.tensor(0.0)
         for _ in range(cfg.teacher_epochs):
             for idx in torch.randperm(len(self.x), generator=self.rng, device=self.device).split(cfg.batch_size):
-                _, logits = t(self.x[idx])
+                _, logits = t(self.real_features(idx))
                 loss = F.cross_entropy(logits / cfg.tau_teacher, y[idx])
                 self.opt_t.zero_grad(set_to_none=True)
                 loss.backward()
@@ -247,7 +249,7 @@ class _Trainer:
         y_gen, a_gen = self._gen_unseen()
         with torch.no_grad():
             x_gen = self.model.generator.sample(a_gen, self.rng)
-        parts = self.student_losses(self.x[idx], self.y[idx], x_gen, y_gen)
+        parts = self.student_losses(self.real_features(idx), self.y[idx], x_gen, y_gen)
         self.opt_s.zero_grad(set_to_none=True)
         sum(parts.values()).backward()
         self.opt_s.step()
@@ -287,6 +289,11 @@ class _Trainer:
 
     def begin_epoch(self) -> None:
         """Hook before an epoch's iterations (D3GZSL: nothing)."""
+
+    def real_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """Hook: the real features (B, D) of training photos ``idx`` that the teacher warm-up and the student
+        step train on: the stored ones; live from a backbone being fine-tuned (trainer/backbone_ft.py)."""
+        return self.x[idx]
 
     def generator_extra(self, y_real, a_real, x_real) -> dict[str, torch.Tensor]:
         """Hook: further weighted terms of G's objective, by name (D3GZSL: none)."""
@@ -342,16 +349,22 @@ class _Trainer:
 
 def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, resume: bool = False,
         evaluate: Callable[[ZSLModel], dict] | None = None, on_epoch: Callable[[dict], None] | None = None,
-        progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> FitResult:
+        progress: Callable[[int, int], None] | None = None, device: str = "cpu", photos=None) -> FitResult:
     """Train for ``epochs`` epochs; checkpoint and log every epoch into ``run_dir`` when given.
 
     ``evaluate(model) -> metrics`` runs after each epoch (validation only; never test images).
     With ``resume`` the run continues from ``run_dir/checkpoint.pt`` to the identical result.
+    ``photos`` (a ``backbone_ft.PhotoSet``) with ``cfg.finetune_backbone``: the photos and backbone to train.
     The returned model is on the CPU.
     """
     from .methods import trainer_class
 
-    tr = trainer_class(cfg.method)(task, cfg, device)
+    if cfg.finetune_backbone:  # the method's trainer with the backbone trained inside it
+        from .backbone_ft import with_backbone
+
+        tr = with_backbone(trainer_class(cfg.method), cfg.method)(task, cfg, device, photos=photos)
+    else:
+        tr = trainer_class(cfg.method)(task, cfg, device)
     ckpt = log = None
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -378,7 +391,8 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
         if progress:
             progress(tr.epoch, epochs)
     tr.model.eval()
-    return FitResult(model=tr.model.cpu(), history=tr.history)
+    return FitResult(model=tr.model.cpu(), history=tr.history,
+                     backbone=tr.backbone_state() if cfg.finetune_backbone else None)
 
 
 def _record(tr: _Trainer, row: dict, ckpt, log, on_epoch) -> None:

@@ -70,10 +70,11 @@ def validation_metrics(task: Task, tau: float, with_seen_rate: bool = False) -> 
     ``with_seen_rate`` adds ``val_seen_rate``: the share of held-out seen images predicted as some seen
     class at the chosen γ (the operating point ``final_gamma=seen_rate`` carries to the final model).
     """
-    feats, labels, seen = task.features[task.eval_idx], task.labels[task.eval_idx].numpy(), task.seen.numpy()
+    labels, seen = task.labels[task.eval_idx].numpy(), task.seen.numpy()
 
     def evaluate(model) -> dict:
-        scores = scores_for(model, feats, tau)
+        # task.features read now: with --finetune-backbone the trainer refreshes its evaluation rows each epoch
+        scores = scores_for(model, task.features[task.eval_idx], tau)
         s, u, h = gzsl_accuracy(scores, labels, seen, 0.0)
         gamma, h_cal = choose_gamma(scores, labels, seen)
         row = {"val_S": s, "val_U": u, "val_H": h, "val_H_cal": h_cal, "val_gamma": gamma}
@@ -105,17 +106,23 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
                  on_epoch: Callable[[str, dict], None] | None = None,
                  progress: Callable[[str, int, int], None] | None = None, device: str = "cpu",
                  backbone=None, threads: int = TRAIN_THREADS, init_from=None,
-                 init_source: str | None = None) -> TrainOutcome:
+                 init_source: str | None = None, photos=None, backbone_weights: dict | None = None) -> TrainOutcome:
     """Train and write ``run_dir/bundle``. With ``resume``, continue an interrupted run exactly.
 
     ``backbone`` (a BackboneConfig) is recorded in the bundle when the features came from photos.
     ``init_from`` (a Bundle or a bundle folder; ``init_source``: how the user named it) fine-tunes it: the run
     starts from its weights, keeps its networks, attribute vocabulary and feature scaling (trainer/finetune.py)
     and the new bundle records ``finetuned_from``.
+    ``photos`` (a ``backbone_ft.PhotoSet`` of ``fs``'s rows) with ``cfg.finetune_backbone``: the backbone trains
+    with the head and the bundle carries its weights; ``backbone_weights``: weights of a fine-tuned backbone
+    (from ``init_from``) that the bundle carries unchanged when the backbone stays frozen.
     Training runs with deterministic algorithms and ``threads`` intra-op threads (0: torch's current
     setting); both, with the CPU capability, go into the bundle's provenance (determinism.conditions).
     """
     cfg.validate()
+    if cfg.finetune_backbone and photos is None:
+        raise DataError("--finetune-backbone trains the image backbone on photos: train with --images "
+                        "(feature files hold no photos).")
     finetuned_from = None
     if init_from is not None:
         from .finetune import prepare
@@ -133,11 +140,13 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_config(run_dir / "train_config.json", cfg, fs, resume, finetuned_from)
     with deterministic_training(threads, device) as conditions:
-        return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions, finetuned_from)
+        return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions, finetuned_from,
+                      photos if cfg.finetune_backbone else None, backbone_weights)
 
 
 def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epoch, progress, device: str,
-           backbone, conditions: dict, finetuned_from: dict | None = None) -> TrainOutcome:
+           backbone, conditions: dict, finetuned_from: dict | None = None, photos=None,
+           backbone_weights: dict | None = None) -> TrainOutcome:
     say = (lambda phase: (lambda row: on_epoch(phase, row))) if on_epoch else (lambda phase: None)
     tick = (lambda phase: (lambda i, n: progress(phase, i, n))) if progress else (lambda phase: None)
 
@@ -152,7 +161,7 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
         task = make_task(fs, classes, vs.seen[classes], vs.train, np.concatenate([vs.val_seen, vs.val_unseen]))
         res = fit(task, cfg, cfg.epochs, run_dir / "select", resume,
                   evaluate=validation_metrics(task, cfg.tau_student, cfg.final_gamma == "seen_rate"),
-                  on_epoch=say("select"), progress=tick("select"), device=device)
+                  on_epoch=say("select"), progress=tick("select"), device=device, photos=photos)
         select_hist = res.history
         rows = [r for r in res.history if "val_H_cal" in r]
         best = max(rows, key=lambda r: (r["val_H_cal"], -r["epoch"]))
@@ -165,11 +174,15 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
 
     task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, final_train)
     res = fit(task, cfg, final_epochs, run_dir / "final", resume, on_epoch=say("final"), progress=tick("final"),
-              device=device)
+              device=device, photos=photos)
     if held is not None:
         rate = float(best["val_seen_rate"])
-        scores = scores_for(res.model, torch.from_numpy(np.ascontiguousarray(fs.features[held], np.float32 if fs.kind == "pooled" else None)),
-                            cfg.tau_student)
+        if res.backbone is not None:  # the held-out photos through the final backbone
+            dev = torch.device(device)
+            raw = photos.features(photos.copy_to(dev, res.backbone), torch.from_numpy(held), dev, fs.kind).cpu()
+        else:
+            raw = torch.from_numpy(np.ascontiguousarray(fs.features[held], np.float32 if fs.kind == "pooled" else None))
+        scores = scores_for(res.model, raw, cfg.tau_student)
         extra.update(select_gamma=gamma, seen_rate=rate, gamma_holdout_images=int(len(held)))
         gamma = gamma_for_seen_rate(scores, fs.seen, rate)
     provenance = {
@@ -181,7 +194,8 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
     if finetuned_from is not None:
         provenance["finetuned_from"] = finetuned_from
     config = model_config(fs, cfg, gamma, provenance, backbone, res.model.options_dict())
-    bundle_dir = save_bundle(res.model, config, run_dir / "bundle")
+    bundle_dir = save_bundle(res.model, config, run_dir / "bundle",
+                             backbone_state=res.backbone if res.backbone is not None else backbone_weights)
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
 
 
