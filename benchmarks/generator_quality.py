@@ -19,7 +19,8 @@ looks at its generator G alone, in the scaled feature space G works in:
         --batch-size 256 --lr 1e-3 --cls-weight 1.0 --ablation both \
         --config base --config "beta0.01:cls_weight=0.01" --out benchmarks/results/generator_quality_cub.json
 
-A ``--config`` is ``NAME[:FIELD=VALUE,...]`` (TrainConfig fields; values parsed as JSON, else strings).
+A ``--config`` is ``NAME[:FIELD=VALUE,...]`` (TrainConfig fields; values parsed as JSON, else strings);
+``g_init_ridge=val`` picks the ridge map's λ on validation classes (``select_ridge_lambda``).
 Test images are only scored after training; every choice inside training uses validation classes.
 """
 from __future__ import annotations
@@ -40,8 +41,10 @@ from proxy_ablation import ridge  # noqa: E402  (the benchmark's closed-form ref
 
 from dkgzsl_app.models.bundle import load_bundle  # noqa: E402
 from dkgzsl_app.trainer.config import TrainConfig  # noqa: E402
-from dkgzsl_app.trainer.data import load_features  # noqa: E402
+from dkgzsl_app.trainer.data import carve_validation, load_features  # noqa: E402
 from dkgzsl_app.trainer.evaluate import evaluate_bundle  # noqa: E402
+from dkgzsl_app.trainer.loop import ridge_map  # noqa: E402
+from dkgzsl_app.trainer.task import fit_feature_scaling, make_task  # noqa: E402
 from dkgzsl_app.trainer.train import train_bundle  # noqa: E402
 
 
@@ -55,6 +58,32 @@ def parse_config(text: str) -> tuple[str, dict]:
         except json.JSONDecodeError:
             overrides[key.strip()] = value.strip()
     return name, overrides
+
+
+RIDGE_LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+def select_ridge_lambda(fs, seed: int, val_class_fraction: float = 0.2, seen_holdout: float = 0.2,
+                        lams=RIDGE_LAMBDAS) -> tuple[float, dict]:
+    """The λ of ``g_init_ridge=val``: on the selection task (validation classes carved from the seen classes, as
+    ``train_bundle`` does), the ridge map's class means for the validation-unseen classes, scored by nearest-mean
+    accuracy of their real validation features. Test images are never read."""
+    vs = carve_validation(fs, seed, val_class_fraction, seen_holdout)
+    classes = np.flatnonzero(fs.seen)
+    task = make_task(fs, classes, vs.seen[classes], vs.train, np.concatenate([vs.val_seen, vs.val_unseen]))
+    lo, sc = fit_feature_scaling(task.features[task.train_idx])
+    x_tr = (task.features[task.train_idx] - lo) * sc
+    att = task.attributes / task.attributes.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    ye = task.labels[task.eval_idx]
+    keep = ~task.seen[ye]
+    xe, ye = ((task.features[task.eval_idx][keep] - lo) * sc).double().numpy(), ye[keep].numpy()
+    unseen = task.unseen_classes.numpy()
+    scores = {}
+    for lam in lams:
+        w, a_mu, m_mu = ridge_map(x_tr, task.labels[task.train_idx], task.seen_classes, att, lam)
+        means = torch.relu(m_mu + (att.double()[unseen] - a_mu) @ w).numpy()
+        scores[lam] = ncm_accuracy(xe, ye, means, unseen)
+    return max(scores, key=lambda k: (scores[k], -k)), scores
 
 
 def ncm_accuracy(x: np.ndarray, y: np.ndarray, means: np.ndarray, classes: np.ndarray) -> float:
@@ -143,6 +172,12 @@ def main() -> None:
         cfg = TrainConfig(ablation=a.ablation, epochs=a.epochs, hidden_dim=a.hidden, critic_hidden_dim=a.hidden,
                           embed_dim=a.embed, batch_size=a.batch_size, gen_per_unseen=a.gen_per_unseen, seed=a.seed,
                           lr=a.lr, cls_weight=a.cls_weight)
+        if overrides.get("g_init_ridge") == "val":  # λ chosen on validation classes (once per run)
+            if "ridge_lambda_val" not in rows:
+                lam, scores = select_ridge_lambda(fs, a.seed)
+                rows["ridge_lambda_val"] = {"chosen": lam, "val_ncm_unseen": {str(k): v for k, v in scores.items()}}
+                print(f"g_init_ridge=val: {rows['ridge_lambda_val']}", flush=True)
+            overrides = {**overrides, "g_init_ridge": rows["ridge_lambda_val"]["chosen"]}
         for key, value in overrides.items():
             if not hasattr(cfg, key):
                 p.error(f"--config {text!r}: TrainConfig has no field {key!r}")
@@ -160,13 +195,13 @@ def main() -> None:
         print(f"{name}: {rows[name]}", flush=True)
         shutil.rmtree(run)
     result = {"features": str(a.features), "data_sha256": fs.sha256(), "settings": vars(a) | {"out": str(a.out)},
-              "rows": rows}
+              "command": " ".join(["python", *sys.argv]), "rows": rows}
     best_lin = max(v["ncm_unseen"] for v in probe.linear.values())
     print(f"\nlinear map NCM unseen (best λ): {100 * best_lin:.1f}")
     print("| config | NCM unseen G | NCM seen G | cos unseen G | U | S | H | CZSL | epoch | train s |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
-        if name == "linear_map":
+        if name in ("linear_map", "ridge_lambda_val"):
             continue
         g = [f"{100 * r[k]:.1f}" if k in r else "-" for k in ("ncm_unseen_G", "ncm_seen_G", "cos_unseen_G")]
         print(f"| {name} | {' | '.join(g)} | {100 * r['U']:.1f} | {100 * r['S']:.1f} | {100 * r['H']:.1f} | "

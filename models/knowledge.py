@@ -79,6 +79,13 @@ class KnowledgeGenerator(nn.Module):
         self.mfu2 = MFU(feature_dim)
         self.slope = slope
 
+    @torch.no_grad()
+    def close_fusion(self) -> None:
+        """Zero both MFUs' LayerNorm gains, so fusion adds exactly 0 until training opens it (their gradients
+        are not 0): G then computes its own two layers alone, e.g. a map written into them (g_init_ridge)."""
+        for mfu in (self.mfu1, self.mfu2):
+            mfu.norm.weight.zero_()
+
     def knowledge(self, attributes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The KTN's (k1 (B, H), k2 (B, D)) for attributes (B, A)."""
         return self.ktn(attributes)

@@ -81,6 +81,9 @@ class TrainConfig:
     g_init_ridge: float = 0.0  # > 0: start G as the closed-form ridge map (this λ) from attributes to the seen classes'
     #   mean training features, written into G's own weights (pairs of hidden units carry it linearly through the
     #   LeakyReLU; those units ignore the noise, the other units' output weights start at 0): no new parameters
+    g_unseen_anchor: float = 0.0  # > 0 (needs g_init_ridge): weight of an MSE in G's objective between G's generated
+    #   unseen class means and the ridge map's prediction for those classes (the map G started from): the critic
+    #   only sees seen classes, and fitting them drags the unseen means away from the map (issue 12 item 9)
     # -- DKGZSL (method="dkgzsl"; models/methods/dkgzsl.py): parts, and how SOVR and KTN are trained
     fde: bool = True  # SOVR's feature denoising encoder (region features only)
     ara: bool = True  # SOVR's attribute-region attention (region features only)
@@ -134,6 +137,9 @@ class TrainConfig:
             raise ValueError(f"gamma_holdout must be between 0 and 1 (exclusive), not {self.gamma_holdout}")
         if not self.backbone_lr > 0:
             raise ValueError(f"backbone_lr must be a positive number, not {self.backbone_lr}")
+        if self.g_unseen_anchor > 0 and not self.g_init_ridge > 0:
+            raise ValueError("g_unseen_anchor holds G's unseen class means at the ridge map of g_init_ridge: "
+                             "set g_init_ridge > 0 too")
         if self.fde_mask == "topk" and self.fde_topk < 1:
             raise ValueError("fde_mask 'topk' needs fde_topk of at least 1")
         for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim",

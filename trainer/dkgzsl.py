@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..models.methods.dkgzsl import DKGZSLModel, Options
 from ..models.sovr import attribute_logits
 from .config import TrainConfig
-from .loop import _Trainer, fill_buffers
+from .loop import _Trainer, fill_buffers, init_generator_ridge
 from .task import Task
 
 
@@ -54,6 +54,11 @@ class DKGZSLTrainer(_Trainer):
                             hidden_dim=cfg.hidden_dim, critic_hidden_dim=cfg.critic_hidden_dim,
                             embed_dim=cfg.embed_dim, options=options(cfg), feature_kind=kind)
         fill_buffers(model, task)
+        if cfg.g_init_ridge > 0:  # the map is fitted to real features; on regions v does not exist yet
+            if kind == "regions":
+                raise ValueError("g_init_ridge needs pooled features: on region features G generates SOVR's v, "
+                                 "which is not known before training")
+            init_generator_ridge(model, task, cfg.g_init_ridge)
         return model
 
     def __init__(self, task: Task, cfg: TrainConfig, device: str = "cpu"):

@@ -62,32 +62,55 @@ def init_generator_ridge(model: ZSLModel, task: Task, lam: float) -> None:
     ignore the noise; the remaining units keep their random input weights, output weights 0. Keeps the
     (min(rank, H // 2 − 8)) largest components when the hidden layer is too narrow for all.
     """
-    g, seen = model.generator, task.seen_classes
-    x = model.scale_features(task.features[task.train_idx]).double()
-    y = task.labels[task.train_idx]
-    pos = torch.full((len(task.seen),), -1, dtype=torch.long)
-    pos[seen] = torch.arange(len(seen))
-    sums = torch.zeros(len(seen), x.shape[1], dtype=torch.float64).index_add_(0, pos[y], x)
-    means = sums / torch.bincount(pos[y], minlength=len(seen)).clamp_min(1)[:, None].double()  # (S, D)
-    a = model.normalized_attributes()[seen].double()  # (S, A)
-    a_mu, m_mu = a.mean(0), means.mean(0)
-    ac = a - a_mu
-    w = torch.linalg.solve(ac.T @ ac + lam * torch.eye(ac.shape[1], dtype=torch.float64), ac.T @ (means - m_mu))
+    g = model.generator
+    w, a_mu, m_mu = ridge_map(model.scale_features(task.features[task.train_idx]), task.labels[task.train_idx],
+                              task.seen_classes, model.normalized_attributes(), lam)
     u, s, vt = torch.linalg.svd(w, full_matrices=False)  # (A, r), (r,), (r, D)
     r = int(min(int((s > s[0] * 1e-6).sum()), g.fc1.out_features // 2 - 8))
     if r < 1:
         raise ValueError(f"g_init_ridge needs a hidden layer of at least 18 units, not {g.fc1.out_features}")
-    k = 1.0 + g.slope
-    z = g.noise_dim
-    g.fc1.weight[:2 * r] = 0.0
-    g.fc1.weight[:r, z:] = u[:, :r].T.float()
-    g.fc1.weight[r:2 * r, z:] = -u[:, :r].T.float()
-    g.fc1.bias[:r] = -(u[:, :r].T @ a_mu).float()
-    g.fc1.bias[r:2 * r] = (u[:, :r].T @ a_mu).float()
-    g.fc2.weight.zero_()
-    g.fc2.weight[:, :r] = (vt[:r].T * s[:r] / k).float()
-    g.fc2.weight[:, r:2 * r] = -(vt[:r].T * s[:r] / k).float()
-    g.fc2.bias.copy_(m_mu.float())
+    _write_map(g.fc1, g.fc2, g.slope, g.noise_dim, u[:, :r], s[:r], vt[:r], a_mu, m_mu)
+    if hasattr(g, "close_fusion"):  # DKGZSL's KnowledgeGenerator: its KTN (the same 2-layer shape, no noise input)
+        #   starts as the same map, and its fusion units add 0 until training opens them: G(z, a) is the map
+        _write_map(g.ktn.fc1, g.ktn.fc2, g.ktn.slope, 0, u[:, :r], s[:r], vt[:r], a_mu, m_mu)
+        g.close_fusion()
+
+
+@torch.no_grad()
+def ridge_map(x: torch.Tensor, y: torch.Tensor, seen: torch.Tensor, attributes: torch.Tensor,
+              lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ridge map (λ ``lam``) from the seen classes' attributes to their mean training features, centred.
+
+    x (n, D) scaled training features of classes y (n,), seen (S,) the seen class indices, attributes (C, A) the
+    L2-normalised class attributes. Returns (W (A, D), ā (A,), m̄ (D,)) in float64 on the CPU; a class's
+    predicted mean is m̄ + Wᵀ(a − ā).
+    """
+    x, y, seen = x.detach().cpu().double(), y.cpu(), seen.cpu()
+    pos = torch.full((len(attributes),), -1, dtype=torch.long)
+    pos[seen] = torch.arange(len(seen))
+    sums = torch.zeros(len(seen), x.shape[1], dtype=torch.float64).index_add_(0, pos[y], x)
+    means = sums / torch.bincount(pos[y], minlength=len(seen)).clamp_min(1)[:, None].double()  # (S, D)
+    a = attributes.detach().cpu().double()[seen]  # (S, A)
+    a_mu, m_mu = a.mean(0), means.mean(0)
+    ac = a - a_mu
+    w = torch.linalg.solve(ac.T @ ac + lam * torch.eye(ac.shape[1], dtype=torch.float64), ac.T @ (means - m_mu))
+    return w, a_mu, m_mu
+
+
+@torch.no_grad()
+def _write_map(fc1, fc2, slope: float, skip: int, u, s, vt, a_mu, m_mu) -> None:
+    """Write x = m̄ + Σ_j s_j v_j u_jᵀ(a − ā) into Linear → LeakyReLU(slope) → Linear through unit pairs; fc1's
+    first ``skip`` input columns (the noise) are ignored by the pairs. u (A, r), s (r,), vt (r, D)."""
+    r, k = len(s), 1.0 + slope
+    fc1.weight[:2 * r] = 0.0
+    fc1.weight[:r, skip:] = u.T.float()
+    fc1.weight[r:2 * r, skip:] = -u.T.float()
+    fc1.bias[:r] = -(u.T @ a_mu).float()
+    fc1.bias[r:2 * r] = (u.T @ a_mu).float()
+    fc2.weight.zero_()
+    fc2.weight[:, :r] = (vt.T * s / k).float()
+    fc2.weight[:, r:2 * r] = -(vt.T * s / k).float()
+    fc2.bias.copy_(m_mu.float())
 
 
 class _Trainer:
@@ -299,17 +322,29 @@ class _Trainer:
         """Hook: further weighted terms of G's objective, by name (D3GZSL: none)."""
         return {}
 
-    def _class_mean_loss(self, fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _class_mean_loss(self, fake: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """MSE between the per-class means of generated features ``fake`` (B, D) of classes ``y`` (B,) and
-        the real class means of all training features (computed once; no random numbers)."""
-        if getattr(self, "_real_means", None) is None:
-            n = int(self.y.max()) + 1
-            sums = torch.zeros(n, self.x.shape[1], device=self.x.device).index_add_(0, self.y, self.x)
-            self._real_means = sums / torch.bincount(self.y, minlength=n).clamp_min(1)[:, None].to(sums.dtype)
+        ``targets`` (C, D) rows of those classes; by default the real class means of all training features
+        (computed once; no random numbers)."""
+        if targets is None:
+            if getattr(self, "_real_means", None) is None:
+                n = int(self.y.max()) + 1
+                sums = torch.zeros(n, self.x.shape[1], device=self.x.device).index_add_(0, self.y, self.x)
+                self._real_means = sums / torch.bincount(self.y, minlength=n).clamp_min(1)[:, None].to(sums.dtype)
+            targets = self._real_means
         classes, inv = torch.unique(y, return_inverse=True)
         sums = torch.zeros(len(classes), fake.shape[1], device=fake.device, dtype=fake.dtype).index_add(0, inv, fake)
         means = sums / torch.bincount(inv, minlength=len(classes))[:, None].to(fake.dtype)  # (K, D)
-        return F.mse_loss(means, self._real_means[classes])
+        return F.mse_loss(means, targets[classes])
+
+    def _ridge_means(self) -> torch.Tensor:
+        """ReLU(m̄ + Wᵀ(a − ā)) (C, D) for every class: the ridge map G started from (g_init_ridge's λ), fitted
+        once on the task's seen training features; the anchor of G's unseen class means (g_unseen_anchor)."""
+        if getattr(self, "_anchor", None) is None:
+            w, a_mu, m_mu = ridge_map(self.x, self.y, self.seen_classes, self.attr, self.cfg.g_init_ridge)
+            a = self.attr.detach().cpu().double()  # (C, A)
+            self._anchor = torch.relu(m_mu + (a - a_mu) @ w).float().to(self.x.device)  # (C, D)
+        return self._anchor
 
     def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
@@ -332,6 +367,8 @@ class _Trainer:
                                         with_id=False)
             d3 = parts["cls"] + parts.get("od", 0.0)
             loss = loss + cfg.d3_weight * d3
+            if cfg.g_unseen_anchor > 0:  # unseen classes have no real features: hold their means at the ridge map
+                loss = loss + cfg.g_unseen_anchor * self._class_mean_loss(x_gen, y_gen, self._ridge_means())
         if cfg.g_mean_weight > 0:
             loss = loss + cfg.g_mean_weight * self._class_mean_loss(fake, y_real)
         if cfg.g_weight_decay > 0:
