@@ -36,6 +36,7 @@ Ablation, Select, OdTarget = _choices("ablation"), _choices("select"), _choices(
 FinalLength, FinalGamma = _choices("final_length"), _choices("final_gamma")
 OodScore, EnergyNorm = _choices("ood_score"), _choices("energy_norm")
 Method, FdeMask = _choices("method"), _choices("fde_mask")
+Generator = _choices("generator")
 
 
 class Precision(str, Enum):
@@ -82,6 +83,8 @@ def train(
     from_: Optional[str] = typer.Option(None, "--from", help="Fine-tune a bundle (a bundled model name, local-dir:PATH or hf-hub:ORG/NAME[@REV]): start from its weights on new photos or new classes. Keeps its method, network widths, DKGZSL switches, attribute vocabulary, feature scaling and backbone (those options, when given and different, are refused)."),
     offline: bool = typer.Option(False, "--offline", help="With --from: use only the local Hub cache."),
     method: Method = typer.Option(Method(_TRAIN["method"]), help="d3gzsl: generator + D3GZSL unified classifier on pooled features; dkgzsl: + SOVR on region features (with --images) and KTN/MFU knowledge-guided generation; msdn: MSDN, an embedding method on region features (no generator; RMSprop at --lr; the paper uses --batch-size 50); msdnpp: MSDN++, MSDN with causal attention."),
+    generator: Generator = typer.Option(Generator(_TRAIN["generator"]), help="d3gzsl, dkgzsl: the generator, f-CLSWGAN (clswgan) or CE-GZSL (ce-gzsl: + an embedding net h = E(x) trained with instance- and class-level contrastive losses, which the unified classifier reads; widths follow --embed-dim)."),
+    ce_weight: float = typer.Option(_TRAIN["ce_ins_weight"], help="--generator ce-gzsl: weight of each contrastive loss in the generator's objective (the paper: 0.001; 0.01 on FLO and SUN)."),
     fde: bool = typer.Option(_TRAIN["fde"], "--fde/--no-fde", help="dkgzsl: SOVR's feature denoising encoder (region features)."),
     ara: bool = typer.Option(_TRAIN["ara"], "--ara/--no-ara", help="dkgzsl: SOVR's attribute-region attention (region features)."),
     ktn: bool = typer.Option(_TRAIN["ktn"], "--ktn/--no-ktn", help="dkgzsl: knowledge transfer network + meta-fusion units in the generator."),
@@ -145,7 +148,8 @@ def train(
                       final_gamma=final_gamma.value, ood_score=ood_score.value, energy_norm=energy_norm.value,
                       g_od_real=g_od_real, method=method.value, fde=fde, ara=ara, ktn=ktn,
                       fde_mask=fde_mask.value, fde_topk=fde_topk, ara_weight=ara_weight, ktn_weight=ktn_weight,
-                      sovr_lr=sovr_lr, finetune_backbone=finetune_backbone, backbone_lr=backbone_lr)
+                      sovr_lr=sovr_lr, finetune_backbone=finetune_backbone, backbone_lr=backbone_lr,
+                      generator=generator.value, ce_ins_weight=ce_weight, ce_cls_weight=ce_weight)
     try:
         cfg.validate()
     except ValueError as e:
@@ -166,8 +170,11 @@ def train(
     import torch
 
     from .trainer.data import load_features
+    from .trainer.cegzsl import check_generator
     from .trainer.methods import feature_kind, notes
     from .trainer.train import TRAIN_THREADS, train_bundle
+
+    check_generator(cfg)  # before any photo is read
 
     if threads:
         torch.set_num_threads(threads)

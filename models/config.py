@@ -15,12 +15,20 @@ FORMAT_VERSION = 1
 
 @dataclass
 class GeneratorConfig:
-    """f-CLSWGAN generator G([z, a]) and WGAN critic D([x, a])."""
+    """f-CLSWGAN generator G([z, a]) and WGAN critic D([x, a]), with CE-GZSL's embedding net when ``kind`` says so."""
 
     noise_dim: int  # METHODS: dim(z) = attribute dim
     hidden_dim: int = 4096
     critic_hidden_dim: int = 4096
     leaky_slope: float = 0.2
+    kind: str = "clswgan"  # clswgan | ce-gzsl: + CE-GZSL's embedding net h = E(x), which the unified classifier
+    #   reads, and its comparator (models/cegzsl.py); the widths below are 0 for clswgan
+    embed_dim: int = 0  # ce-gzsl: width of h
+    proj_dim: int = 0  # ce-gzsl: width of the instance-level projection z
+    comparator_dim: int = 0  # ce-gzsl: hidden width of the class-level comparator F([h, a])
+
+
+CE_GZSL_KEYS = ("kind", "embed_dim", "proj_dim", "comparator_dim")  # GeneratorConfig's, written for ce-gzsl only
 
 
 @dataclass
@@ -87,7 +95,11 @@ class ModelConfig:
         return sum(self.seen)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.generator.kind == "clswgan":  # f-CLSWGAN's config.json as before CE-GZSL: older versions read it
+            for key in CE_GZSL_KEYS:
+                del d["generator"][key]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

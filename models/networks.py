@@ -1,4 +1,4 @@
-"""The networks: f-CLSWGAN generator and critic, D3GZSL teacher, student, OOD head and ε.
+"""The networks: f-CLSWGAN generator and critic, D3GZSL teacher, student, OOD head and ε (CE-GZSL: models/cegzsl.py).
 
 Shapes: B batch, D feature dim, A attribute dim, Z noise dim, S seen classes, C all classes,
 E embedding dim, H hidden dim.
@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from .cegzsl import ContrastiveEmbedding, model_kwargs
 
 
 def normalize_attributes(values: torch.Tensor, norm: str = "l2") -> torch.Tensor:
@@ -92,6 +94,10 @@ class ZSLModel(nn.Module):
 
     Buffers carry what inference needs besides weights: the class attribute matrix and the
     feature scaling fitted on the training features.
+
+    ``ce_dims`` (embed, proj, comparator widths) adds CE-GZSL's embedding net ``contrastive``
+    (models/cegzsl.py); the student then reads h = E(v) (``student_features``), the teacher still v.
+    None (f-CLSWGAN) builds exactly the networks of before.
     """
 
     method = "d3gzsl"
@@ -99,14 +105,17 @@ class ZSLModel(nn.Module):
 
     def __init__(self, feature_dim: int, attr_dim: int, num_seen: int, num_classes: int,
                  noise_dim: int, hidden_dim: int, critic_hidden_dim: int, embed_dim: int,
-                 slope: float = 0.2):
+                 slope: float = 0.2, ce_dims: tuple[int, int, int] | None = None):
         super().__init__()
         self.generator = Generator(attr_dim, noise_dim, hidden_dim, feature_dim, slope)
         self.critic = Critic(attr_dim, critic_hidden_dim, feature_dim, slope)
         self.teacher = EmbeddingClassifier(feature_dim, embed_dim, num_seen)  # φ = C_o ∘ E_o
-        self.student = EmbeddingClassifier(feature_dim, embed_dim, num_classes)  # ψ = C_s ∘ E_s
+        student_in = ce_dims[0] if ce_dims else feature_dim  # CE-GZSL: ψ reads h (B, H)
+        self.student = EmbeddingClassifier(student_in, embed_dim, num_classes)  # ψ = C_s ∘ E_s
         self.ood_head = nn.Linear(num_classes, 2)  # H: softmax ψ(x) → ĥ
         self.epsilon = LearnableSigmoid()
+        self.generator_kind = "ce-gzsl" if ce_dims else "clswgan"
+        self.contrastive = ContrastiveEmbedding(feature_dim, attr_dim, *ce_dims, slope) if ce_dims else None
         self.register_buffer("class_attributes", torch.zeros(num_classes, attr_dim))  # (C, A), as given
         self.register_buffer("feature_min", torch.zeros(feature_dim))  # (D,)
         self.register_buffer("feature_scale", torch.ones(feature_dim))  # (D,)
@@ -118,7 +127,7 @@ class ZSLModel(nn.Module):
         return cls(config.feature_dim, config.attr_dim, config.num_seen, config.num_classes,
                    config.generator.noise_dim, config.generator.hidden_dim,
                    config.generator.critic_hidden_dim, config.head.embed_dim,
-                   config.generator.leaky_slope)
+                   config.generator.leaky_slope, **model_kwargs(config.generator))
 
     def normalized_attributes(self, norm: str = "l2") -> torch.Tensor:
         """Class attribute vectors (C, A) as G consumes them."""
@@ -132,6 +141,11 @@ class ZSLModel(nn.Module):
         """The feature v (B, D) that generation and classification work in, for raw backbone features."""
         return self.scale_features(raw)
 
+    def student_features(self, v: torch.Tensor) -> torch.Tensor:
+        """What the unified classifier reads for features v (B, D) in v-space, real or generated: v itself
+        (f-CLSWGAN), or CE-GZSL's embedding h = E(v) (B, H)."""
+        return v if self.contrastive is None else self.contrastive.embedding(v)
+
     def attribute_scores(self, raw: torch.Tensor) -> torch.Tensor | None:
         """The model's own attribute read-out (B, A), or None: D3GZSL has none."""
         return None
@@ -142,5 +156,5 @@ class ZSLModel(nn.Module):
 
     def class_scores(self, raw: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """Unified-classifier probabilities over all classes (B, C) for raw backbone features."""
-        _, logits = self.student(self.visual(raw))
+        _, logits = self.student(self.student_features(self.visual(raw)))
         return torch.softmax(logits / tau, dim=1)

@@ -23,6 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "energy_norm": ("quantile", "none"),
     "ood_score": ("msp", "energy"),
     "kl_normalize": ("both", "teacher"),
+    "generator": ("clswgan", "ce-gzsl"),  # models/cegzsl.py GENERATORS
     "counterfactual": ("uniform", "random"),
 }
 
@@ -84,6 +85,17 @@ class TrainConfig:
     g_unseen_anchor: float = 0.0  # > 0 (needs g_init_ridge): weight of an MSE in G's objective between G's generated
     #   unseen class means and the ridge map's prediction for those classes (the map G started from): the critic
     #   only sees seen classes, and fitting them drags the unseen means away from the map (issue 12 item 9)
+    # -- the generator (generative methods d3gzsl, dkgzsl): f-CLSWGAN, or CE-GZSL (models/cegzsl.py, trainer/cegzsl.py):
+    #   + an embedding net h = E(v) trained with instance- and class-level contrastive losses, which G receives too;
+    #   the unified classifier reads h. Widths 0 follow embed_dim like the paper's (2048 -> 2048 -> 512, comparator 2048)
+    generator: str = "clswgan"
+    ce_embed_dim: int = 0  # width of h; 0: embed_dim
+    ce_proj_dim: int = 0  # width of the projection z of the instance-level loss; 0: a quarter of h's
+    ce_comparator_dim: int = 0  # hidden width of the class-level comparator F([h, a]); 0: h's
+    ce_ins_weight: float = 1e-3  # weight of the instance-level loss in G's objective (the paper: 0.01 for FLO/SUN)
+    ce_cls_weight: float = 1e-3  # weight of the class-level loss in G's objective (the paper: 0.01 for FLO/SUN)
+    ce_ins_temp: float = 0.1
+    ce_cls_temp: float = 0.1
     # -- DKGZSL (method="dkgzsl"; models/methods/dkgzsl.py): parts, and how SOVR and KTN are trained
     fde: bool = True  # SOVR's feature denoising encoder (region features only)
     ara: bool = True  # SOVR's attribute-region attention (region features only)
@@ -142,6 +154,11 @@ class TrainConfig:
                              "set g_init_ridge > 0 too")
         if self.fde_mask == "topk" and self.fde_topk < 1:
             raise ValueError("fde_mask 'topk' needs fde_topk of at least 1")
+        for name in ("ce_embed_dim", "ce_proj_dim", "ce_comparator_dim"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (follow embed_dim) or a positive width")
+        if not (self.ce_ins_temp > 0 and self.ce_cls_temp > 0):
+            raise ValueError("ce_ins_temp and ce_cls_temp must be positive")
         for name in ("epochs", "batch_size", "critic_steps", "embed_dim", "hidden_dim", "critic_hidden_dim",
                      "attn_dim", "attr_embed_dim"):
             if getattr(self, name) < 1:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..models.methods.dkgzsl import DKGZSLModel, Options
 from ..models.sovr import attribute_logits
+from .cegzsl import model_kwargs
 from .config import TrainConfig
 from .loop import _Trainer, fill_buffers, init_generator_ridge
 from .task import Task
@@ -52,7 +53,7 @@ class DKGZSLTrainer(_Trainer):
         a = task.attributes.shape[1]
         model = DKGZSLModel(task.features.shape[-1], a, int(task.seen.sum()), len(task.seen), noise_dim=a,
                             hidden_dim=cfg.hidden_dim, critic_hidden_dim=cfg.critic_hidden_dim,
-                            embed_dim=cfg.embed_dim, options=options(cfg), feature_kind=kind)
+                            embed_dim=cfg.embed_dim, options=options(cfg), feature_kind=kind, **model_kwargs(cfg))
         fill_buffers(model, task)
         if cfg.g_init_ridge > 0:  # the map is fitted to real features; on regions v does not exist yet
             if kind == "regions":
@@ -153,9 +154,9 @@ class DKGZSLTrainer(_Trainer):
         return float(loss.detach())
 
     # ---- one epoch ---------------------------------------------------------------------------
-    def generator_extra(self, y_real, a_real, x_real) -> dict[str, torch.Tensor]:
+    def generator_extra(self, y_real, a_real, x_real, fake) -> dict[str, torch.Tensor]:
         if not self.model.options.ktn or x_real is None:
-            return {}
+            return super().generator_extra(y_real, a_real, x_real, fake)
         _, k2 = self.model.generator.knowledge(a_real)  # (B, D)
         return {"ktn": self.cfg.ktn_weight * F.mse_loss(k2, x_real.detach())}
 

@@ -35,6 +35,7 @@ from ..models.bundle import WEIGHTS_FILE, Bundle, load_bundle, load_config
 from ..models.config import ModelConfig
 from ..models.errors import BundleError, DataError, UsageError
 from ..models.methods import canonical_method
+from .cegzsl import settings_from_generator
 from .config import TrainConfig
 
 # Tensors whose size follows the class list: name -> (which list, axis). "seen": the teacher's outputs, one
@@ -48,11 +49,13 @@ OWN_TENSORS = ("class_attributes",)  # (C, A): always the new data's
 
 
 def settings_from_bundle(config: ModelConfig) -> dict:
-    """The TrainConfig fields that fix a bundle's networks: method, widths and the method's options."""
+    """The TrainConfig fields that fix a bundle's networks: method, widths, the method's options and the
+    generator (f-CLSWGAN or CE-GZSL with its widths)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     out = {"method": canonical_method(config.method), "hidden_dim": config.generator.hidden_dim,
            "critic_hidden_dim": config.generator.critic_hidden_dim, "embed_dim": config.head.embed_dim}
     out.update({k: v for k, v in config.options.items() if k in fields})
+    out.update(settings_from_generator(config.generator))  # the generator choice and CE-GZSL's widths
     return out
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..models import losses as L
 from ..models.atomic import atomic_write_bytes
 from ..models.networks import ZSLModel
+from .cegzsl import model_kwargs, with_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .task import Task, fit_feature_scaling
@@ -45,7 +46,7 @@ def fill_buffers(model, task: Task) -> None:
 def build_model(task: Task, cfg: TrainConfig) -> ZSLModel:
     model = ZSLModel(task.features.shape[1], task.attributes.shape[1], int(task.seen.sum()), len(task.seen),
                      noise_dim=task.attributes.shape[1], hidden_dim=cfg.hidden_dim,
-                     critic_hidden_dim=cfg.critic_hidden_dim, embed_dim=cfg.embed_dim)
+                     critic_hidden_dim=cfg.critic_hidden_dim, embed_dim=cfg.embed_dim, **model_kwargs(cfg))
     fill_buffers(model, task)
     if cfg.g_init_ridge > 0:  # after the random initialisation; draws no random numbers
         init_generator_ridge(model, task, cfg.g_init_ridge)
@@ -115,7 +116,8 @@ def _write_map(fc1, fc2, slope: float, skip: int, u, s, vt, a_mu, m_mu) -> None:
 
 class _Trainer:
     """D3GZSL's trainer (method ``d3gzsl``); other methods subclass it (``trainer/methods.py``) through the
-    hooks ``build``, ``train_teacher``, ``begin_epoch``, ``generator_extra`` and ``student_step``."""
+    hooks ``build``, ``train_teacher``, ``begin_epoch``, ``critic_extra``, ``generator_extra`` and
+    ``student_step``; the generator choice (CE-GZSL) is a mixin on those hooks (``trainer/cegzsl.py``)."""
 
     optimizer_names = ("opt_g", "opt_d", "opt_t", "opt_s")  # what a checkpoint holds besides the model
     feature_kinds = ("pooled",)  # the FeatureSet kinds it trains on
@@ -225,7 +227,7 @@ class _Trainer:
         use_id = cfg.use_id and with_id and len(x_real) > 0
         x = torch.cat([x_real, x_gen])  # (B + G, D)
         y = torch.cat([y_real, y_gen])
-        e_s, z_s = m.student(x)  # (B+G, E), (B+G, C)
+        e_s, z_s = m.student(m.student_features(x))  # (B+G, E), (B+G, C); CE-GZSL: ψ reads h = E(x)
         out = {"cls": L.cls_loss(z_s, y, cfg.tau_student)}
         n = len(x_real)
         if use_id or cfg.use_od:
@@ -265,7 +267,7 @@ class _Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         (d_loss + cfg.gp_weight * gp).backward()
         self.opt_d.step()
-        return {"d": d_loss.item(), "gp": gp.item()}
+        return {"d": d_loss.item(), "gp": gp.item(), **self.critic_extra(idx)}
 
     def student_step(self, idx: torch.Tensor) -> dict[str, float]:
         """ψ, H, ε on the real seen batch ``idx`` + freshly generated unseen features."""
@@ -318,8 +320,13 @@ class _Trainer:
         step train on: the stored ones; live from a backbone being fine-tuned (trainer/backbone_ft.py)."""
         return self.x[idx]
 
-    def generator_extra(self, y_real, a_real, x_real) -> dict[str, torch.Tensor]:
-        """Hook: further weighted terms of G's objective, by name (D3GZSL: none)."""
+    def critic_extra(self, idx: torch.Tensor) -> dict[str, float]:
+        """Hook: further updates on the critic step's real batch ``idx``, after it; their logs (D3GZSL: none)."""
+        return {}
+
+    def generator_extra(self, y_real, a_real, x_real, fake) -> dict[str, torch.Tensor]:
+        """Hook: further weighted terms of G's objective, by name, given the step's fake seen features ``fake``
+        (B, D) of classes ``y_real`` (D3GZSL: none)."""
         return {}
 
     def _class_mean_loss(self, fake: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -374,7 +381,7 @@ class _Trainer:
         if cfg.g_weight_decay > 0:
             loss = loss + cfg.g_weight_decay * sum((p ** 2).sum() for name, p in m.generator.named_parameters()
                                                    if name.endswith("weight"))
-        extra = self.generator_extra(y_real, a_real, x_real)
+        extra = self.generator_extra(y_real, a_real, x_real, fake)
         if extra:
             loss = loss + sum(extra.values())
         self.opt_g.zero_grad(set_to_none=True)
@@ -399,9 +406,10 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
     if cfg.finetune_backbone:  # the method's trainer with the backbone trained inside it
         from .backbone_ft import with_backbone
 
-        tr = with_backbone(trainer_class(cfg.method), cfg.method)(task, cfg, device, photos=photos)
+        tr = with_backbone(with_generator(trainer_class(cfg.method), cfg), cfg.method)(task, cfg, device,
+                                                                                      photos=photos)
     else:
-        tr = trainer_class(cfg.method)(task, cfg, device)
+        tr = with_generator(trainer_class(cfg.method), cfg)(task, cfg, device)
     ckpt = log = None
     if run_dir is not None:
         run_dir = Path(run_dir)

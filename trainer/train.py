@@ -29,6 +29,7 @@ from ..models.bundle import save_bundle
 from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
 from ..models.errors import DataError
 from ..models.version import package_version
+from .cegzsl import check_generator, generator_fields
 from .config import TrainConfig
 from .data import FeatureSet, carve_validation, hold_out_per_class
 from .determinism import deterministic_training
@@ -94,7 +95,7 @@ def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenanc
         attribute_names=list(fs.attribute_names), class_names=list(fs.class_names),
         seen=[bool(s) for s in fs.seen],
         generator=GeneratorConfig(noise_dim=len(fs.attribute_names), hidden_dim=cfg.hidden_dim,
-                                  critic_hidden_dim=cfg.critic_hidden_dim),
+                                  critic_hidden_dim=cfg.critic_hidden_dim, **generator_fields(cfg)),
         head=HeadConfig(embed_dim=cfg.embed_dim, tau_teacher=cfg.tau_teacher, tau_student=cfg.tau_student,
                         tau_kl=cfg.tau_kl, tau_be=cfg.tau_be, tau_od=cfg.tau_od,
                         kl_normalize=cfg.kl_normalize, ood_score=cfg.ood_score,
@@ -120,6 +121,7 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     setting); both, with the CPU capability, go into the bundle's provenance (determinism.conditions).
     """
     cfg.validate()
+    check_generator(cfg)
     if cfg.finetune_backbone and photos is None:
         raise DataError("--finetune-backbone trains the image backbone on photos: train with --images "
                         "(feature files hold no photos).")

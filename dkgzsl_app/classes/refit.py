@@ -96,8 +96,8 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 def generated_embeddings(model, values: np.ndarray, norm: str, bundle_sha256: str, per_class: int,
                          chunk: int = 4096, progress: Progress | None = None) -> torch.Tensor:
     """relu(E_s(G(z, a))) for ``per_class`` seeded draws of each class row of ``values`` (K, A) →
-    (K·per_class, E), class-major. Noise is drawn per pass (``chunk`` features), so only the output grows
-    with K."""
+    (K·per_class, E), class-major (CE-GZSL: relu(E_s(E(G(z, a)))), ψ reading h). Noise is drawn per pass
+    (``chunk`` features), so only the output grows with K."""
     g = model.generator
     dev = next(g.parameters()).device
     attrs = normalize_attributes(torch.from_numpy(np.ascontiguousarray(values, np.float32)), norm)  # (K, A)
@@ -108,7 +108,8 @@ def generated_embeddings(model, values: np.ndarray, norm: str, bundle_sha256: st
         z = torch.cat([torch.randn(per_class, g.noise_dim, generator=torch.Generator().manual_seed(
             class_seed(bundle_sha256, row))) for row in rows])  # (pass, Z)
         cond = attrs[lo:lo + step].repeat_interleave(per_class, 0)  # (pass, A)
-        out[lo * per_class:(lo + len(rows)) * per_class] = model.student.embedding(g(z.to(dev), cond.to(dev))).cpu()
+        v = model.student_features(g(z.to(dev), cond.to(dev)))  # what ψ reads: v, or CE-GZSL's h = E(v)
+        out[lo * per_class:(lo + len(rows)) * per_class] = model.student.embedding(v).cpu()
         if progress:
             progress("generate", min(lo + step, len(values)), len(values))
     return out

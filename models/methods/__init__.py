@@ -17,7 +17,9 @@ of dkgzsl uses without knowing which method it is:
     there: nothing is fitted or generated, and the built-in classes' logits do not change;
   - False or absent (generative methods): the model exposes ``generator`` (``generator(z, a)`` and
     ``generator.sample(a)`` in v-space) and the unified classifier ``student`` (E_s, C_s), which the
-    registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``).
+    registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``);
+    ``student_features(v)`` maps v-space features, real or generated, to what ``student`` reads: v itself,
+    or h = E(v) when the generator is CE-GZSL's (``config.generator.kind``, models/cegzsl.py).
 
 The training side mirrors this in ``trainer/methods.py``. This module stays torch-free: the names are
 checked when a config is read; the classes are imported only to build a model.
@@ -29,7 +31,9 @@ import importlib
 from ..errors import BundleError
 
 IMPLEMENTED = ("d3gzsl", "dkgzsl", "msdn", "msdnpp")
-PLANNED = ("ce-gzsl",)  # METHODS.md describes them; this version cannot build or load them
+PLANNED = ()  # METHODS.md describes them; this version cannot build or load them
+# Names that are not methods: CE-GZSL is a generator under a generative method (config.generator.kind, models/cegzsl.py)
+GENERATOR_NAMES = ("ce-gzsl",)
 # Bundles written before methods were plug-ins labelled D3GZSL's baseline ablation (generator + the unified
 # classifier trained with L_cls only) "f-clswgan"; its networks are exactly D3GZSL's, so it loads as that.
 LEGACY = {"f-clswgan": "d3gzsl"}
@@ -42,6 +46,10 @@ def canonical_method(name: str, where: str = "") -> str:
     if name in IMPLEMENTED:
         return name
     prefix = f"{where}: " if where else ""
+    if name in GENERATOR_NAMES:
+        raise BundleError(f"{prefix}{name!r} is not implemented as a method: it is a generator. A CE-GZSL bundle "
+                          f"names its method (d3gzsl or dkgzsl) and says generator.kind {name!r}; train one with "
+                          f"`dkgzsl train --method d3gzsl --generator {name}`.")
     if name in PLANNED:
         raise BundleError(f"{prefix}method {name!r} is not implemented in this version of dkgzsl "
                           f"(implemented: {', '.join(IMPLEMENTED)}); upgrade dkgzsl to use this bundle.")

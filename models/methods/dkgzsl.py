@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..cegzsl import model_kwargs
 from ..knowledge import KnowledgeGenerator
 from ..networks import ZSLModel
 from ..sovr import SOVR, SOVROutput
@@ -58,9 +59,10 @@ class DKGZSLModel(ZSLModel):
 
     def __init__(self, feature_dim: int, attr_dim: int, num_seen: int, num_classes: int, noise_dim: int,
                  hidden_dim: int, critic_hidden_dim: int, embed_dim: int, slope: float = 0.2,
-                 options: Options | None = None, feature_kind: str = "pooled"):
+                 options: Options | None = None, feature_kind: str = "pooled",
+                 ce_dims: tuple[int, int, int] | None = None):
         super().__init__(feature_dim, attr_dim, num_seen, num_classes, noise_dim, hidden_dim, critic_hidden_dim,
-                         embed_dim, slope)
+                         embed_dim, slope, ce_dims=ce_dims)
         self.options = opts = (options or Options()).for_kind(feature_kind)
         opts.validate()
         self.feature_kind = feature_kind
@@ -74,7 +76,7 @@ class DKGZSLModel(ZSLModel):
         return cls(config.feature_dim, config.attr_dim, config.num_seen, config.num_classes,
                    config.generator.noise_dim, config.generator.hidden_dim, config.generator.critic_hidden_dim,
                    config.head.embed_dim, config.generator.leaky_slope, Options(**config.options),
-                   config.feature_kind)
+                   config.feature_kind, **model_kwargs(config.generator))
 
     def refine(self, raw: torch.Tensor) -> SOVROutput:
         """SOVR on raw region features (B, R, C) (scaled first); on pooled features v is the scaled feature."""
