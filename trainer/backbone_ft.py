@@ -110,6 +110,7 @@ class BackboneFinetuning:
         self.photos = photos
         self.raw_now: torch.Tensor | None = None  # None: the stored features (the starting backbone's)
         self.raw_fresh = self.x_fresh = True
+        self.saved_norm: list[float] | None = None  # ood_norm of the run being resumed (prepare_ood_norm)
         super().__init__(task, cfg, device)
         self.kind = "regions" if task.features.ndim == 3 else "pooled"
         self.backbone = photos.copy_to(self.device)
@@ -169,6 +170,14 @@ class BackboneFinetuning:
         super().begin_epoch()
         self.refresh()  # after the method's own refresh, so the same code writes x here and after --resume
 
+    def prepare_ood_norm(self) -> None:
+        """As the method computes it after the warm-up; a resumed run takes the one its checkpoint kept, since
+        x (what it is computed on) has moved with the backbone since the warm-up."""
+        if self.saved_norm is None:
+            super().prepare_ood_norm()
+        else:
+            self.ood_norm = tuple(self.saved_norm)
+
     def run_epoch(self) -> dict:
         row = super().run_epoch()
         self.refresh_eval()
@@ -176,13 +185,15 @@ class BackboneFinetuning:
 
     # ---- checkpoints and the bundle -----------------------------------------------------------------------
     def state(self) -> dict:
-        return {**super().state(), "backbone": self.backbone.model.state_dict()}
+        return {**super().state(), "backbone": self.backbone.model.state_dict(),
+                "ood_norm": list(self.ood_norm) if self.ood_norm is not None else None}
 
     def restore(self, st: dict, path) -> None:
         if "backbone" not in st:
             raise ValueError(f"{path} was written by a run with other settings; use another run folder "
                              "or drop --resume to start afresh")
         self.backbone.model.load_state_dict(st["backbone"])
+        self.saved_norm = st.get("ood_norm")
         self.raw_fresh = False
         super().restore(st, path)
         self.refresh()
