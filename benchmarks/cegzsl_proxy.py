@@ -63,16 +63,16 @@ def main() -> None:
                      "val_H_cal": [round(h.get("val_H_cal", 0.0), 4) for h in out.select_history if "val_H_cal" in h]}
         print(f"{gen}: {rows[gen]}", flush=True)
         shutil.rmtree(run)
-    result = {"command": " ".join(["python", *sys.argv]), "features": str(a.features), "data_sha256": fs.sha256(),
-              "settings": vars(a) | {"out": str(a.out)},
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
+        result = {"command": " ".join(["python", *sys.argv]), "features": str(a.features), "data_sha256": fs.sha256(),
+                  "settings": vars(a) | {"out": str(a.out)},
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rows": rows}
+        if a.out:  # after each run: a long comparison cut short keeps what finished
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(result, indent=2))
     print("\n| generator | U | S | H | CZSL | AUSUC | epochs | train s |\n|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {100*r['U']:.1f} | {100*r['S']:.1f} | {100*r['H']:.1f} | {100*r['CZSL']:.1f} | "
               f"{100*r['AUSUC']:.1f} | {r['selected_epoch']} | {r['train_seconds']} |")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
