@@ -4,12 +4,14 @@ Three fixed inputs, each compared with the numbers stored in tests/assets/demo_r
 (relative tolerance 1e-4):
 
 1. ``tests/assets/chelsea.jpg``: the timm eval transform's tensor (a few statistics: pins resize, crop,
-   interpolation and normalisation), then the pooled backbone features through classify's own path
-   (``extract``: image loading with JPEG draft, transform, forward) and the head's class probabilities;
+   interpolation and normalisation), then the backbone features the bundle consumes (its
+   ``feature_kind``: pooled (D,) or the region map (R, C)) through classify's own path (``extract``: image
+   loading with JPEG draft, transform, forward) and the head's class probabilities;
 2. a demo photo rendered in memory by ``trainer/render.py`` (the first unseen class, seed 0): its features
    and class probabilities;
-3. a synthetic feature vector (a sine pattern, no random numbers) fed to the head alone: the class
-   probabilities, which pin the bundle's weights and the head's arithmetic without the backbone.
+3. a synthetic feature input (a sine pattern, no random numbers; (1, D) or (1, R, C)) fed to the head
+   alone: the class probabilities, which pin the bundle's weights and the head's arithmetic without the
+   backbone.
 
 So the test fails when the bundle's weights, the offline backbone weights, the preprocessing or the
 head change, and says which stage moved first.
@@ -33,13 +35,14 @@ import torch
 ASSETS = Path(__file__).parent / "assets"
 REFERENCE = ASSETS / "demo_reference.json"
 RTOL = 1e-4
-FEATURE_IDX = list(range(8)) + list(range(100, 1280, 160))  # a few of the 1280 pooled features
+FEATURE_IDX = list(range(8)) + list(range(100, 1280, 160))  # a few of the 1280 channels (of the mean region)
 
 
-def synthetic_features(dim: int) -> torch.Tensor:
-    """(1, dim) non-negative values in post-ReLU-pool range, made without any random number generator."""
-    i = torch.arange(dim, dtype=torch.float64)
-    return (0.6 + 0.5 * torch.sin(0.37 * i) + 0.25 * torch.cos(0.011 * i * i)).clamp(min=0).float()[None]
+def synthetic_features(shape: tuple[int, ...]) -> torch.Tensor:
+    """(1, *shape) non-negative values in post-ReLU range, made without any random number generator."""
+    i = torch.arange(math.prod(shape), dtype=torch.float64)
+    x = (0.6 + 0.5 * torch.sin(0.37 * i) + 0.25 * torch.cos(0.011 * i * i)).clamp(min=0).float()
+    return x.reshape(1, *shape)
 
 
 def _stats(t: torch.Tensor) -> dict:
@@ -62,33 +65,36 @@ def compute() -> dict:
     cfg = bundle.config
     backbone = create_backbone(cfg.backbone.name, weights="offline")
     names = cfg.class_names
+    shapes: list[tuple[int, ...]] = []  # the feature shape the bundle consumes, from the photos
 
     def head(feats: torch.Tensor) -> list[float]:
         with torch.inference_mode():
             return bundle.model.class_scores(feats, cfg.head.tau_student)[0].double().tolist()
 
     def photo(image) -> dict:
-        got = extract(backbone, [image], "cpu", batch_size=1, workers=0)
+        got = extract(backbone, [image], "cpu", batch_size=1, workers=0, kind=cfg.feature_kind)
         assert not got.errors, got.errors
-        f = got.features[0].float()
+        f = got.features[0]  # (D,) pooled float32, or (R, C) regions float16
+        shapes.append(tuple(f.shape))
         probs = head(f[None])
         top = sorted(range(len(probs)), key=lambda c: -probs[c])[:3]
-        return {"features_at": [f[i].item() for i in FEATURE_IDX], "features": _stats(f),
+        channels = f.float() if f.ndim == 1 else f.float().mean(0)  # (D,)
+        return {"features_at": [channels[i].item() for i in FEATURE_IDX], "features": _stats(f.float()),
                 "probabilities": probs, "top3": [names[c] for c in top]}
 
     chelsea = ASSETS / "chelsea.jpg"
     with Image.open(chelsea) as im:
         x = backbone.transform()(im.convert("RGB"))  # (3, H, W)
     unseen = next(c for c in demo_classes() if not c.seen)
-    synthetic = head(synthetic_features(cfg.feature_dim))
+    out = {"chelsea": photo(chelsea), "rendered": {"class": unseen.name, "seed": 0, **photo(render(unseen, seed=0))}}
+    synthetic = head(synthetic_features(shapes[0]))
     return {
         "bundle": DEFAULT_MODEL, "weights_sha256": cfg.weights_sha256, "class_names": names,
+        "feature_kind": cfg.feature_kind, "feature_shape": list(shapes[0]),
         "backbone": f"{cfg.backbone.name} [{backbone.config.pretrained_tag}]",
         "feature_idx": FEATURE_IDX,
         "chelsea_input": {"shape": list(x.shape), **_stats(x), "pixels": [x[c, 112, 112].item() for c in range(3)]},
-        "chelsea": photo(chelsea),
-        "rendered": {"class": unseen.name, "seed": 0, **photo(render(unseen, seed=0))},
-        "synthetic_head": {"probabilities": synthetic},
+        **out, "synthetic_head": {"probabilities": synthetic},
     }
 
 
@@ -119,7 +125,7 @@ def reference():
 
 
 def test_the_reference_is_for_this_bundle(outputs, reference):
-    for key in ("bundle", "weights_sha256", "class_names", "backbone", "feature_idx"):
+    for key in ("bundle", "weights_sha256", "class_names", "backbone", "feature_idx", "feature_kind", "feature_shape"):
         assert outputs[key] == reference[key], (
             f"{key} changed: the bundled model or its backbone is not the one the reference was made with "
             "(regenerate it only if that change is deliberate; see this file's docstring)")
