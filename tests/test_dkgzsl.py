@@ -102,8 +102,11 @@ def test_evaluate_refuses_the_other_feature_kind(trained_regions, regions):
         evaluate_bundle(bundle, pooled)
 
 
-def test_resume_equals_uninterrupted_on_regions(regions, tmp_path):
-    cfg = dk_config(epochs=2, teacher_epochs=2, val_class_fraction=0.2)
+@pytest.mark.parametrize("extra", [{}, {"g_mean_weight": 1.0}], ids=["default", "class-mean-term"])
+def test_resume_equals_uninterrupted_on_regions(regions, tmp_path, extra):
+    """Also with G's class-mean term, whose real means follow the per-epoch snapshot of v (a resumed run
+    computes them from the restored snapshot, so they must never be a stale copy of an earlier one)."""
+    cfg = dk_config(epochs=2, teacher_epochs=2, val_class_fraction=0.2, **extra)
     full = train_bundle(regions, cfg, tmp_path / "full")
 
     run = tmp_path / "cut"

@@ -331,27 +331,40 @@ class _Trainer:
 
     def _class_mean_loss(self, fake: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """MSE between the per-class means of generated features ``fake`` (B, D) of classes ``y`` (B,) and
-        ``targets`` (C, D) rows of those classes; by default the real class means of all training features
-        (computed once; no random numbers)."""
+        ``targets`` (C, D) rows of those classes; by default the real class means of the current training
+        features (no random numbers)."""
         if targets is None:
-            if getattr(self, "_real_means", None) is None:
-                n = int(self.y.max()) + 1
-                sums = torch.zeros(n, self.x.shape[1], device=self.x.device).index_add_(0, self.y, self.x)
-                self._real_means = sums / torch.bincount(self.y, minlength=n).clamp_min(1)[:, None].to(sums.dtype)
-            targets = self._real_means
+            targets = self._of_x("_real_means", self._mean_features)
         classes, inv = torch.unique(y, return_inverse=True)
         sums = torch.zeros(len(classes), fake.shape[1], device=fake.device, dtype=fake.dtype).index_add(0, inv, fake)
         means = sums / torch.bincount(inv, minlength=len(classes))[:, None].to(fake.dtype)  # (K, D)
         return F.mse_loss(means, targets[classes])
 
+    def _of_x(self, name: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` cached for the current real features ``self.x``: recomputed when x is replaced (DKGZSL's
+        per-epoch snapshot of v, a fine-tuned backbone's), so an uninterrupted and a resumed run, whose x after
+        ``restore`` is that epoch's, see the same values."""
+        cached = getattr(self, name, None)
+        if cached is None or cached[0] is not self.x:
+            cached = (self.x, compute())
+            setattr(self, name, cached)
+        return cached[1]
+
+    def _mean_features(self) -> torch.Tensor:
+        """The real class means (C, D) of the current training features."""
+        n = int(self.y.max()) + 1
+        sums = torch.zeros(n, self.x.shape[1], device=self.x.device).index_add_(0, self.y, self.x)
+        return sums / torch.bincount(self.y, minlength=n).clamp_min(1)[:, None].to(sums.dtype)
+
     def _ridge_means(self) -> torch.Tensor:
-        """ReLU(m̄ + Wᵀ(a − ā)) (C, D) for every class: the ridge map G started from (g_init_ridge's λ), fitted
-        once on the task's seen training features; the anchor of G's unseen class means (g_unseen_anchor)."""
-        if getattr(self, "_anchor", None) is None:
+        """ReLU(m̄ + Wᵀ(a − ā)) (C, D) for every class: the ridge map of G's start (g_init_ridge's λ), fitted on
+        the seen classes' current training features; the anchor of G's unseen class means (g_unseen_anchor)."""
+        def compute() -> torch.Tensor:
             w, a_mu, m_mu = ridge_map(self.x, self.y, self.seen_classes, self.attr, self.cfg.g_init_ridge)
             a = self.attr.detach().cpu().double()  # (C, A)
-            self._anchor = torch.relu(m_mu + (a - a_mu) @ w).float().to(self.x.device)  # (C, D)
-        return self._anchor
+            return torch.relu(m_mu + (a - a_mu) @ w).float().to(self.x.device)  # (C, D)
+
+        return self._of_x("_anchor", compute)
 
     def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
