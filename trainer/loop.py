@@ -20,11 +20,10 @@ from ..models import losses as L
 from ..models.atomic import atomic_write_bytes
 from ..models.networks import ZSLModel
 from .cegzsl import model_kwargs, with_generator
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Resumable, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .task import Task, fit_feature_scaling
 
-CKPT_FORMAT = 1
 
 
 @dataclass
@@ -114,7 +113,7 @@ def _write_map(fc1, fc2, slope: float, skip: int, u, s, vt, a_mu, m_mu) -> None:
     fc2.bias.copy_(m_mu.float())
 
 
-class _Trainer:
+class _Trainer(Resumable):
     """D3GZSL's trainer (method ``d3gzsl``); other methods subclass it (``trainer/methods.py``) through the
     hooks ``build``, ``train_teacher``, ``begin_epoch``, ``critic_extra``, ``generator_extra`` and
     ``student_step``; the generator choice (CE-GZSL) is a mixin on those hooks (``trainer/cegzsl.py``)."""
@@ -168,24 +167,6 @@ class _Trainer:
         self.od_stats: dict[str, float] = {}
         self.epoch = 0
         self.history: list[dict] = []
-
-    # ---- state -------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {"format": CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                **{name: getattr(self, name).state_dict() for name in self.optimizer_names},
-                "rng": self.rng.get_state().cpu(), "epoch": self.epoch, "teacher_done": self.teacher_done,
-                "history": json.dumps(self.history)}
-
-    def restore(self, st: dict, path: Path) -> None:
-        if st.get("format") != CKPT_FORMAT or st.get("config") != self.cfg.to_dict():
-            raise ValueError(f"{path} was written by a run with other settings; use another run folder "
-                             "or drop --resume to start afresh")
-        self.model.load_state_dict(st["model"])
-        for name in self.optimizer_names:
-            getattr(self, name).load_state_dict(st[name])
-        self.rng.set_state(st["rng"])
-        self.epoch, self.teacher_done = int(st["epoch"]), bool(st["teacher_done"])
-        self.history = json.loads(st["history"])
 
     # ---- teacher -----------------------------------------------------------------------------
     def train_teacher(self) -> float:

@@ -19,9 +19,7 @@ other methods; ``state``/``restore`` give exact ``--resume`` (model, optimiser, 
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +27,8 @@ import torch.nn.functional as F
 from ..models.methods.msdn import MSDNModel, Options
 from ..models.methods.msdnpp import MSDNPPModel
 from .config import TrainConfig
-from .loop import CKPT_FORMAT, fill_buffers
+from .checkpoint import Resumable
+from .loop import fill_buffers
 from .task import Task
 
 
@@ -48,7 +47,7 @@ def js_divergence(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tenso
     return 0.5 * (kl_pm + kl_qm).mean()
 
 
-class MSDNTrainer:
+class MSDNTrainer(Resumable):
     """What ``trainer.loop.fit`` drives, for MSDN: ``train_teacher``/``teacher_done``, ``prepare_ood_norm``,
     ``run_epoch``, ``state``/``restore``, ``epoch``, ``history``, ``model``."""
 
@@ -91,24 +90,6 @@ class MSDNTrainer:
         self.teacher_done = False
         self.epoch = 0
         self.history: list[dict] = []
-
-    # ---- state (the checkpoint layout of trainer/loop.py) ----------------------------------------
-    def state(self) -> dict:
-        return {"format": CKPT_FORMAT, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                **{name: getattr(self, name).state_dict() for name in self.optimizer_names},
-                "rng": self.rng.get_state().cpu(), "epoch": self.epoch, "teacher_done": self.teacher_done,
-                "history": json.dumps(self.history)}
-
-    def restore(self, st: dict, path: Path) -> None:
-        if st.get("format") != CKPT_FORMAT or st.get("config") != self.cfg.to_dict():
-            raise ValueError(f"{path} was written by a run with other settings; use another run folder "
-                             "or drop --resume to start afresh")
-        self.model.load_state_dict(st["model"])
-        for name in self.optimizer_names:
-            getattr(self, name).load_state_dict(st[name])
-        self.rng.set_state(st["rng"])
-        self.epoch, self.teacher_done = int(st["epoch"]), bool(st["teacher_done"])
-        self.history = json.loads(st["history"])
 
     # ---- what fit() calls besides run_epoch --------------------------------------------------------
     def train_teacher(self) -> float:
