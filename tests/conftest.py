@@ -2,7 +2,7 @@
 import pytest
 
 from dkgzsl_app.trainer.config import TrainConfig
-from dkgzsl_app.trainer.synthetic import make_feature_set  # noqa: F401  (tests import it from here)
+from dkgzsl_app.trainer.synthetic import make_feature_set, make_region_set  # noqa: F401  (tests import it from here)
 
 
 class Interrupt(Exception):
@@ -23,6 +23,13 @@ def tiny_config(**overrides) -> TrainConfig:
                 critic_steps=5, gen_per_unseen=10, lr=1e-3, seed=0)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def regions():
+    """A tiny region-feature set for the region methods' tests (DKGZSL, MSDN): chance 1/6 CZSL, 1/30 GZSL; the
+    object in one of 4 regions, 2 of them other classes' objects."""
+    return make_region_set(n_classes=30, n_unseen=6, regions=4, distractors=2)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from dkgzsl_app.models.errors import BundleError, DataError
 from dkgzsl_app.models.methods import canonical_method
 from dkgzsl_app.trainer.data import save_feature_folder
 from dkgzsl_app.trainer.evaluate import evaluate_bundle
-from dkgzsl_app.trainer.synthetic import make_region_set
 from dkgzsl_app.trainer.train import train_bundle
 
 
@@ -21,12 +20,6 @@ def dk_config(**overrides):
     base = dict(method="dkgzsl", attn_dim=16, teacher_epochs=5, teacher_lr=1e-2, epochs=20)
     base.update(overrides)
     return tiny_config(**base)
-
-
-@pytest.fixture(scope="module")
-def regions():
-    # chance: 1/6 CZSL, 1/30 GZSL; the object in one of 4 regions, 2 of them other classes' objects
-    return make_region_set(n_classes=30, n_unseen=6, regions=4, distractors=2)
 
 
 @pytest.fixture(scope="module")

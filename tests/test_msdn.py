@@ -17,7 +17,6 @@ from dkgzsl_app.models.methods.msdn import MSDNModel, Options
 from dkgzsl_app.trainer.data import save_feature_folder
 from dkgzsl_app.trainer.evaluate import evaluate_bundle
 from dkgzsl_app.trainer.msdn import MSDNPPTrainer, MSDNTrainer, js_divergence
-from dkgzsl_app.trainer.synthetic import make_region_set
 from dkgzsl_app.trainer.task import make_task
 from dkgzsl_app.trainer.train import train_bundle
 
@@ -26,12 +25,6 @@ def msdn_config(**overrides):
     base = dict(method="msdn", lr=1e-3, batch_size=32, epochs=12, attr_embed_dim=16)
     base.update(overrides)
     return tiny_config(**base)
-
-
-@pytest.fixture(scope="module")
-def regions():
-    # chance: 1/6 CZSL, 1/30 GZSL; the object in one of 4 regions, 2 of them other classes' objects
-    return make_region_set(n_classes=30, n_unseen=6, regions=4, distractors=2)
 
 
 @pytest.fixture(scope="module")

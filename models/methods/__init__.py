@@ -31,7 +31,6 @@ import importlib
 from ..errors import BundleError
 
 IMPLEMENTED = ("d3gzsl", "dkgzsl", "msdn", "msdnpp")
-PLANNED = ()  # METHODS.md describes them; this version cannot build or load them
 # Names that are not methods: CE-GZSL is a generator under a generative method (config.generator.kind, models/cegzsl.py)
 GENERATOR_NAMES = ("ce-gzsl",)
 # Bundles written before methods were plug-ins labelled D3GZSL's baseline ablation (generator + the unified
@@ -50,10 +49,8 @@ def canonical_method(name: str, where: str = "") -> str:
         raise BundleError(f"{prefix}{name!r} is not implemented as a method: it is a generator. A CE-GZSL bundle "
                           f"names its method (d3gzsl or dkgzsl) and says generator.kind {name!r}; train one with "
                           f"`dkgzsl train --method d3gzsl --generator {name}`.")
-    if name in PLANNED:
-        raise BundleError(f"{prefix}method {name!r} is not implemented in this version of dkgzsl "
-                          f"(implemented: {', '.join(IMPLEMENTED)}); upgrade dkgzsl to use this bundle.")
-    raise BundleError(f"{prefix}unknown method {name!r}; dkgzsl knows {', '.join(IMPLEMENTED)}.")
+    raise BundleError(f"{prefix}unknown method {name!r}; dkgzsl knows {', '.join(IMPLEMENTED)} (a bundle from a "
+                      "newer dkgzsl may need an upgrade).")
 
 
 def model_class(name: str):
