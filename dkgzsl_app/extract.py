@@ -63,6 +63,18 @@ def set_layout(model, channels_last: bool):
     return model
 
 
+def _photo_loader(backbone, transform, images: list, batch_size: int, workers: int, pin_memory: bool = False):
+    """Batches (tensors, indices, errors) of ``images`` through ``transform``, decoded in ``workers`` processes
+    when every image is a path (PIL images cannot be sent to them)."""
+    # JPEG DCT-domain downscaling to no smaller than the resize step's target: far less decoding work
+    c = backbone.config
+    short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
+    ds = PhotoDataset(images, transform, draft=(short, short))
+    can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
+    return DataLoader(ds, batch_size=batch_size, num_workers=workers if can_fork else 0, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=False)
+
+
 def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
             on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
             channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
@@ -80,13 +92,7 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     if channels_last is None:
         channels_last = default_channels_last(dev)
     model = set_layout(backbone.model.to(dev), channels_last)
-    # JPEG DCT-domain downscaling to no smaller than the resize step's target: far less decoding work
-    c = backbone.config
-    short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
-    ds = PhotoDataset(images, backbone.transform(), draft=(short, short))
-    can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers if can_fork else 0, collate_fn=collate,
-                        pin_memory=cuda, persistent_workers=False)
+    loader = _photo_loader(backbone, backbone.transform(), images, batch_size, workers, pin_memory=cuda)
     out = Extracted()
     for x, idx, errors in loader:
         out.errors.update(errors)
@@ -168,12 +174,8 @@ def photo_tensors(backbone, images: list, workers: int = 2,
     normalisation (``Backbone.uint8_transform``): (uint8 (N, 3, H, W) of the readable ones, their indices
     into ``images``, errors by index). For ``train --finetune-backbone``, which runs the backbone on them
     again every epoch; uint8 at the input size is a quarter of the float32 bytes (150 kB a 224 px photo)."""
-    c = backbone.config
-    short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
-    ds = PhotoDataset(images, backbone.uint8_transform(), draft=(short, short))
-    can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
-    loader = DataLoader(ds, batch_size=32, num_workers=workers if can_fork else 0, collate_fn=collate)
-    out = torch.empty((len(images), *c.input_size), dtype=torch.uint8)  # filled in place: no second copy
+    loader = _photo_loader(backbone, backbone.uint8_transform(), images, 32, workers)
+    out = torch.empty((len(images), *backbone.config.input_size), dtype=torch.uint8)  # filled in place: no second copy
     ok, errors = [], {}
     for x, idx, errs in loader:
         errors.update(errs)
