@@ -25,22 +25,62 @@ def records(preds) -> list[dict]:
     return out
 
 
-def render(preds, fmt: str) -> str:
-    rows = records(preds)
+CSV_COLUMNS = ("path", "class", "origin", "score", "probability", "top_k", "error")
+STREAMED = ("csv", "jsonl")  # formats written row by row as a run goes (dkgzsl_app/stream.py)
+
+
+def csv_row(r: dict) -> list:
+    """A record as the CSV's cells (``CSV_COLUMNS``); top-k as ``class:score;…``."""
+    top = ";".join(f"{t['class']}:{t['score']:.4f}" for t in r["top_k"])
+    return [r["path"], r["class"] or "", r["origin"] or "", "" if r["score"] is None else r["score"],
+            "" if r["probability"] is None else r["probability"], top, r["error"] or ""]
+
+
+def header(fmt: str) -> str:
+    """What a file in ``fmt`` starts with before any record: the CSV header line, "[" for JSON, else ""."""
+    if fmt == "csv":
+        return format_rows([], "csv", with_header=True)
+    return "[" if fmt == "json" else ""
+
+
+def footer(fmt: str, count: int) -> str:
+    """What a file in ``fmt`` ends with after ``count`` records (JSON's closing bracket)."""
     if fmt == "json":
-        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+        return ("\n]\n" if count else "]\n")
+    return ""
+
+
+def format_rows(rows: list[dict], fmt: str, with_header: bool = False, first: bool = True) -> str:
+    """The text of ``rows`` in ``fmt``, to be appended after earlier rows: header + rows + footer of all
+    parts, concatenated, is exactly ``render`` of all of them (``first``: no record precedes these; JSON
+    puts its separating comma before every later one)."""
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "class", "origin", "score", "probability", "top_k", "error"])
+        if with_header:
+            w.writerow(CSV_COLUMNS)
         for r in rows:
-            top = ";".join(f"{t['class']}:{t['score']:.4f}" for t in r["top_k"])
-            w.writerow([r["path"], r["class"] or "", r["origin"] or "", "" if r["score"] is None else r["score"],
-                        "" if r["probability"] is None else r["probability"], top, r["error"] or ""])
+            w.writerow(csv_row(r))
         return buf.getvalue()
+    if fmt == "json":
+        parts = []
+        for r in rows:
+            item = "\n".join("  " + line for line in json.dumps(r, indent=2, ensure_ascii=False).splitlines())
+            parts.append(("\n" if first else ",\n") + item)
+            first = False
+        return "".join(parts)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def render(preds, fmt: str) -> str:
+    """All of ``preds`` in ``fmt`` (csv, json, jsonl) at once; ``stream.ResultWriter`` writes the same
+    text row by row."""
+    rows = records(preds)
+    if fmt not in ("csv", "json", "jsonl"):
+        raise ValueError(f"unknown format {fmt!r}")
+    return header(fmt) + format_rows(rows, fmt) + footer(fmt, len(rows))
 
 
 def _common_folder(paths: list[str]) -> str:
