@@ -508,6 +508,60 @@ def _run_tui(results_file: Optional[Path], paths: Optional[list[str]], opts, sho
     return tui_app.predictions()
 
 
+@app.command("sort")
+def sort_cmd(
+    results: Optional[Path] = typer.Argument(None, help="A results file written by classify (.jsonl, .json, .csv)."),
+    into: Optional[Path] = typer.Option(None, "--into", help="The folder to file the photos in (one sub-folder per class)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the photos (the default)."),
+    link: bool = typer.Option(False, "--link", help="Hard-link the photos (symbolic links across file systems)."),
+    move: bool = typer.Option(False, "--move", help="Move the photos."),
+    min_confidence: float = typer.Option(0.5, "--min-confidence", help="Photos whose top probability is below this go to _low_confidence (0: none do)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say where each photo would go; touch nothing."),
+    undo: Optional[Path] = typer.Option(None, "--undo", help="Reverse the sort of this manifest (DIR/dkgzsl-sort.json, or DIR)."),
+) -> None:
+    """File photos into one folder per class, corrections applied; never overwrites; --undo reverses it.
+
+    Corrected photos go to their corrected class; unreadable photos to _unreadable, photos marked unknown to
+    _unknown, low-confidence ones to _low_confidence. Name clashes get -2, -3, … suffixes. The manifest
+    DIR/dkgzsl-sort.json records every file; an interrupted sort is finished by running it again."""
+    from . import sort as sorting
+
+    if undo is not None:
+        if results is not None or into is not None or copy or link or move or dry_run:
+            _fail("--undo takes only the manifest.", 2)
+        total = len(sorting.load_manifest(undo / sorting.MANIFEST if undo.is_dir() else undo)["entries"])
+        with photo_progress(total, "restoring") as tick:
+            res = sorting.undo_sort(undo, tick)
+        typer.echo(f"restored {res.restored} photos" + (f" ({res.already} already)" if res.already else ""))
+        for why in res.kept:
+            _warn(why)
+        if res.kept:
+            raise typer.Exit(EXIT_SOME_FAILED)
+        return
+    if results is None or into is None:
+        _fail("give a results file and --into DIR (or --undo MANIFEST).", 2)
+    if copy + link + move > 1:
+        _fail("give one of --copy, --link, --move.", 2)
+    mode = "link" if link else "move" if move else "copy"
+    res = sorting.sort_photos(results, into, mode, min_confidence, dry_run=True)  # the plan (and the bar's total)
+    if dry_run:
+        for e in res.entries:
+            typer.echo(f"{e.source} -> {into / e.dest}")
+    else:
+        with photo_progress(len(res.entries), "filing") as tick:
+            res = sorting.sort_photos(results, into, mode, min_confidence, on_file=tick)
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items()) or "nothing new"
+    verb = "would file" if dry_run else {"copy": "copied", "link": "linked", "move": "moved"}[mode]
+    done = len(res.entries) if dry_run else res.filed
+    typer.echo(f"{verb} {done} photos into {into}: {counts}" + (f"; {res.already} filed before" if res.already else ""))
+    if not dry_run:
+        typer.echo(f"manifest: {res.manifest} (undo: dkgzsl sort --undo {res.manifest})")
+    for m in res.missing:
+        _warn(f"{m}: not found, not filed")
+    if res.missing:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
 models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 register_class_commands(app)  # add-class, classes list|show|export|remove|rename
