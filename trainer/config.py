@@ -109,6 +109,8 @@ class TrainConfig:
     # -- MSDN / MSDN++ (method="msdn" | "msdnpp"; models/methods/msdn.py, trainer/msdn.py). They train with RMSprop at
     #   ``lr`` (1e-4, the paper's) on ``batch_size`` images (the paper: 50) for ``epochs`` (the paper: ~30)
     attr_embed_dim: int = 300  # width d of the learned attribute embeddings
+    attr_embeddings: str = ""  # msdn/msdnpp: a CSV of one vector per attribute (name,v1..vd; e.g. GloVe of the
+    # attribute names) that starts the attribute embeddings (their width d then comes from the file); "": random
     msdn_fuse: float = 0.1  # share of the visual->attribute sub-net in the fused prediction (the authors' 0.9/0.1)
     distill_weight: float = 1e-3  # semantic distillation (symmetric JS between the sub-nets' predictions)
     msdn_weight_decay: float = 1e-4  # RMSprop weight decay

@@ -21,6 +21,20 @@ def trainer_class(method: str):
     return getattr(importlib.import_module(f".{module}", __package__), name)
 
 
+def recommended(method: str) -> dict:
+    """TrainConfig fields whose default differs for ``method`` (what its authors used; e.g. MSDN's batch 50)."""
+    return dict(getattr(trainer_class(method), "recommended", {}))
+
+
+def check_options(cfg) -> None:
+    """UsageError for an option ``cfg.method`` does not read (attribute embeddings from a file)."""
+    from ..models.errors import UsageError
+
+    if cfg.attr_embeddings and not getattr(trainer_class(cfg.method), "reads_attr_embeddings", False):
+        raise UsageError(f"--attribute-embeddings: {cfg.method} does not embed attributes; the file starts the "
+                         "attribute embeddings of MSDN and MSDN++ (--method msdn or msdnpp). Drop the option.")
+
+
 def feature_kind(cfg) -> str:
     """pooled | regions: what ``train --images`` extracts for ``cfg``."""
     return trainer_class(cfg.method).feature_kind(cfg)

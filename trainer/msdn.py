@@ -19,6 +19,7 @@ other methods; ``state``/``restore`` give exact ``--resume`` (model, optimiser, 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -55,6 +56,8 @@ class MSDNTrainer(Resumable):
     causal = False  # MSDN++: the causal-attention term
     optimizer_names = ("opt",)
     feature_kinds = ("regions",)
+    recommended = {"batch_size": 50}  # the paper's; the CLI's default for this method
+    reads_attr_embeddings = True  # cfg.attr_embeddings starts the attribute embeddings
 
     @classmethod
     def feature_kind(cls, cfg: TrainConfig) -> str:
@@ -71,7 +74,16 @@ class MSDNTrainer(Resumable):
         self.task, self.cfg, self.device = task, cfg, torch.device(device)
         self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # parameter initialisation (on the CPU, so every device starts alike)
-        m = self.model_class(task.features.shape[-1], task.attributes.shape[1], len(task.seen), options(cfg))
+        opts, vectors = options(cfg), None
+        if cfg.attr_embeddings:  # vectors from a file start the attribute embeddings; d is their width
+            from .attr_embeddings import read_attribute_embeddings
+
+            vectors = torch.from_numpy(read_attribute_embeddings(cfg.attr_embeddings, task.attribute_names))
+            opts = dataclasses.replace(opts, attr_embed_dim=vectors.shape[1])
+        m = self.model_class(task.features.shape[-1], task.attributes.shape[1], len(task.seen), opts)
+        if vectors is not None:
+            with torch.no_grad():
+                m.attr_embed.copy_(F.normalize(vectors, dim=1))  # unit rows, as the random start
         fill_buffers(m, task)
         self.model = m.to(self.device)
         if cfg.init_from:  # fine-tuning: the bundle's weights over the fresh ones (no random draws)

@@ -21,6 +21,7 @@ class Task:
     eval_idx: torch.Tensor | None = None  # (m,) images to score each epoch (validation), or None
     classes: np.ndarray | None = None  # (C,) task class -> index in the FeatureSet
     class_names: list[str] | None = None  # (C,) names, task order
+    attribute_names: list[str] | None = None  # (A,) names of the attribute columns
 
     @property
     def seen_classes(self) -> torch.Tensor:
@@ -54,6 +55,7 @@ def make_task(fs, classes: np.ndarray, seen: np.ndarray, train_idx: np.ndarray,
         eval_idx=None if eval_idx is None else torch.from_numpy(np.asarray(eval_idx, dtype=np.int64)),
         classes=classes,
         class_names=[fs.class_names[i] for i in classes],
+        attribute_names=list(fs.attribute_names),
     )
 
 

@@ -34,6 +34,7 @@ from .config import TrainConfig
 from .data import FeatureSet, carve_validation, hold_out_per_class
 from .determinism import deterministic_training
 from .loop import fit
+from .methods import check_options
 from .metrics import choose_gamma, gamma_for_seen_rate, gzsl_accuracy, seen_side_rate
 from .task import Task, make_task
 
@@ -122,6 +123,7 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
     """
     cfg.validate()
     check_generator(cfg)
+    check_options(cfg)
     if cfg.finetune_backbone and photos is None:
         raise DataError("--finetune-backbone trains the image backbone on photos: train with --images "
                         "(feature files hold no photos).")
