@@ -53,6 +53,13 @@ _PRECISION_HELP = ("The backbone's precision on the CPU: auto (bf16 where the CP
 _TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
+def _recommended(method: str) -> dict:
+    """The method's own defaults for TrainConfig fields (trainer.methods.recommended)."""
+    from .trainer.methods import recommended
+
+    return recommended(method)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"dkgzsl {__version__}")
@@ -95,10 +102,11 @@ def train(
     sovr_lr: float = typer.Option(_TRAIN["sovr_lr"], help="dkgzsl: Adam learning rate of SOVR after the warm-up."),
     finetune_backbone: bool = typer.Option(_TRAIN["finetune_backbone"], "--finetune-backbone", help="With --images: train the image backbone with the head, on live features of the photos (BatchNorm statistics frozen); the bundle carries its weights. Slower: the backbone runs forward and backward every epoch."),
     backbone_lr: float = typer.Option(_TRAIN["backbone_lr"], help="With --finetune-backbone: Adam learning rate of the backbone."),
+    attribute_embeddings: Optional[Path] = typer.Option(None, "--attribute-embeddings", help="msdn, msdnpp: a CSV of one vector per attribute (name,v1,...,vd; e.g. GloVe of the attribute names) that starts the attribute embeddings instead of random ones."),
     ablation: Ablation = typer.Option(Ablation(_TRAIN["ablation"]), help="baseline = generator + L_cls; id = +ID²SD (L_kl, L_be); od = +O²DBD (L_od); both = D3GZSL."),
     epochs: int = typer.Option(_TRAIN["epochs"], help="Generator/student epochs (an epoch = one pass of real features through the critic)."),
     teacher_epochs: int = typer.Option(_TRAIN["teacher_epochs"], help="Epochs of teacher pre-training."),
-    batch_size: int = typer.Option(_TRAIN["batch_size"]),
+    batch_size: Optional[int] = typer.Option(None, min=1, show_default=False, help=f"Training images per step [default: {_TRAIN['batch_size']}; msdn, msdnpp: 50, the paper's]."),
     lr: float = typer.Option(_TRAIN["lr"], help="Adam learning rate of the generator and critic."),
     student_lr: float = typer.Option(_TRAIN["student_lr"], help="Adam learning rate of the unified classifier."),
     critic_steps: int = typer.Option(_TRAIN["critic_steps"], help="Critic updates per generator update."),
@@ -140,7 +148,7 @@ def train(
         _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
               "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
     cfg = TrainConfig(ablation=ablation.value, epochs=epochs, teacher_epochs=teacher_epochs,
-                      batch_size=batch_size, lr=lr, student_lr=student_lr, critic_steps=critic_steps,
+                      batch_size=batch_size or _recommended(method.value).get("batch_size", _TRAIN["batch_size"]), lr=lr, student_lr=student_lr, critic_steps=critic_steps,
                       hidden_dim=hidden_dim, critic_hidden_dim=hidden_dim, embed_dim=embed_dim,
                       gen_per_unseen=gen_per_unseen, d3_weight=d3_weight, cls_weight=cls_weight,
                       tau_kl=tau_kl, tau_be=tau_be, tau_od=tau_od, od_target=od_target.value,
@@ -149,7 +157,8 @@ def train(
                       g_od_real=g_od_real, method=method.value, fde=fde, ara=ara, ktn=ktn,
                       fde_mask=fde_mask.value, fde_topk=fde_topk, ara_weight=ara_weight, ktn_weight=ktn_weight,
                       sovr_lr=sovr_lr, finetune_backbone=finetune_backbone, backbone_lr=backbone_lr,
-                      generator=generator.value, ce_ins_weight=ce_weight, ce_cls_weight=ce_weight)
+                      generator=generator.value, ce_ins_weight=ce_weight, ce_cls_weight=ce_weight,
+                      attr_embeddings=str(attribute_embeddings or ""))
     try:
         cfg.validate()
     except ValueError as e:
