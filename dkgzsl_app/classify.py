@@ -28,6 +28,8 @@ class Prediction:
     top: list[Guess] = field(default_factory=list)
     error: str = ""  # why the file could not be classified ("" when it was)
     precision: str = ""  # the backbone's precision that made the features (fp32 | bf16 | fp16); "" if unknown
+    model: str = ""  # the model that scored it: hf-hub:ORG/NAME, else the --model value (hub.model_record)
+    model_commit: str = ""  # the Hub commit its weights came from; "" for a local bundle
 
 
 def pick_device(name: str = "auto") -> str:
@@ -42,6 +44,8 @@ class Classifier:
     ``user_classes`` is False (``bundle`` stays as loaded; ``self.bundle`` is the view in use).
     ``precision`` (auto | fp32 | bf16) is resolved for this device and backbone: ``self.precision`` is the
     one the backbone runs in (fp32, bf16 or fp16 on CUDA; see ``precision.py``)."""
+
+    model_id = model_commit = ""  # set by load(): what results files record (Prediction.model, .model_commit)
 
     def __init__(self, bundle, backbone, device: str = "cpu", user_classes: bool = True, precision: str = "auto"):
         from .precision import resolve_precision
@@ -89,7 +93,7 @@ class Classifier:
         seen = torch.tensor(cfg.seen, dtype=torch.float32)
         names = [str(getattr(im, "filename", "") or f"<image {i}>") if not isinstance(im, (str, Path)) else str(im)
                  for i, im in enumerate(images)]
-        preds = [Prediction(path=n) for n in names]
+        preds = [Prediction(path=n, model=self.model_id, model_commit=self.model_commit) for n in names]
         for i, reason in got.errors.items():
             preds[i].error = reason
         order = sorted(got.features)
@@ -124,7 +128,12 @@ def load(source: str, device: str = "auto", offline: bool = False, precision: st
     if bundle.config.feature_dim != backbone.model.num_features:
         raise BundleError(f"{bundle.path}: feature_dim {bundle.config.feature_dim} does not match "
                           f"{bb.name}'s {backbone.model.num_features} features.")
-    return Classifier(bundle, backbone, dev, precision=precision)
+    clf = Classifier(bundle, backbone, dev, precision=precision)
+    from .hub import model_record
+
+    record = model_record(source, bundle.path)
+    clf.model_id, clf.model_commit = record["model"], record["model_commit"] or ""
+    return clf
 
 
 def bundle_backbone(bundle):

@@ -184,6 +184,9 @@ def train(
     from .trainer.train import TRAIN_THREADS, train_bundle
 
     check_generator(cfg)  # before any photo is read
+    import time
+
+    started = time.monotonic()  # the card's wall time: feature extraction + training
 
     if threads:
         torch.set_num_threads(threads)
@@ -201,6 +204,12 @@ def train(
                                device=dev, backbone=bb_config,
                                threads=TRAIN_THREADS if threads is None else threads, init_from=init_dir,
                                init_source=from_, photos=photo_set, backbone_weights=bb_weights)
+    from .card import command_line, training_record, write_card
+
+    try:  # the model card (README.md) with what this run knows beyond config.json; the bundle is complete without it
+        write_card(outcome.bundle_dir, training=training_record(command_line(ctx), time.monotonic() - started, dev, outcome))
+    except Exception as e:  # noqa: BLE001  (a card problem must not lose a finished training)
+        _warn(f"{outcome.bundle_dir}: the model card was not refreshed ({e}); `dkgzsl push` writes one.")
     result = {"bundle": str(outcome.bundle_dir), "selected_epoch": outcome.best_epoch,
               "calibration": outcome.calibration}
     if as_json:
@@ -628,11 +637,62 @@ def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = Fal
             "attributes": cfg.attr_dim, "classes": cfg.num_classes,
             "origins": {o: bundle.origins.count(o) for o in ("seen", "unseen", "user")},
             "calibration": cfg.calibration, "provenance": {k: v for k, v in cfg.provenance.items() if k != "train_config"}}
+    from .hub import hub_origin
+
+    origin = hub_origin(folder)  # a Hub download: the commit its revision resolved to
+    info.update(commit=origin[1] if origin else None, weights_sha256=cfg.weights_sha256)
     if as_json:
         typer.echo(json.dumps(info))
         return
     for k, v in info.items():
         typer.echo(f"{k:>14}: {v}")
+
+
+@models_app.command("search")
+def models_search(query: Optional[str] = typer.Argument(None, help="Words in the model's id."),
+                  limit: int = typer.Option(50, min=1, help="At most this many results."),
+                  offline: bool = typer.Option(False, "--offline"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """dkgzsl bundles on the Hugging Face Hub (library dkgzsl), most downloaded first."""
+    from .hub import search_bundles
+
+    rows = search_bundles(query, limit, offline)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no dkgzsl bundles on the Hub" + (f" match {query!r}" if query else ""))
+    for r in rows:
+        typer.echo(f"{r['model']}  {r['downloads'] or 0} downloads  {(r['last_modified'] or '-')[:10]}  "
+                   f"{r['method'] or '-'}  {r['backbone'] or '-'}  {r['dataset'] or '-'}")
+
+
+@app.command()
+def push(
+    bundle: str = typer.Argument(..., help="The bundle: a folder (e.g. RUN/bundle), local-dir:PATH or a bundled model name."),
+    repo_id: str = typer.Argument(..., help="The Hub repository: ORG/NAME (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private."),
+    revision: str = typer.Option("main", "--revision", help="Branch to commit to (created from main if missing)."),
+    commit_message: Optional[str] = typer.Option(None, "--commit-message", help="Default: method, classes, weights digest."),
+    with_user_classes: bool = typer.Option(False, "--with-user-classes", help="Push a new bundle whose classes include your added ones (origin user)."),
+    license: Optional[str] = typer.Option(None, "--license", help="The card's license (default: the bundle card's, else apache-2.0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Publish a bundle on the Hugging Face Hub: its four files and a refreshed model card, in one commit.
+
+    The token comes from HF_TOKEN or `hf auth login` and is never printed."""
+    from .publish import push_bundle
+
+    result, summary = push_bundle(_bundle_dir(bundle), repo_id, private=private, revision=revision,
+                                  message=commit_message, with_user_classes=with_user_classes, license=license,
+                                  say=lambda m: typer.echo(m, err=True))
+    line = f"dkgzsl classify --model hf-hub:{result.repo_id}@{result.commit} PHOTOS..."
+    if as_json:
+        typer.echo(json.dumps({"model": f"hf-hub:{result.repo_id}", "revision": result.revision,
+                               "commit": result.commit, "url": result.url, "created": result.created,
+                               "classify": line, **summary}))
+        return
+    typer.echo(f"pushed to hf-hub:{result.repo_id} ({result.revision}{', new repository' if result.created else ''}): "
+               f"commit {result.commit}\n  {result.url}\n  {line}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .locations import hub_cache_dir
-from .models.errors import BundleError
+from .models.errors import BundleError, DkgzslError
 
 BUNDLE_FILES = ["config.json", "model.safetensors", "classes.csv", "README.md"]
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -100,3 +100,146 @@ def cached_bundles() -> list[CachedBundle]:
             out.append(CachedBundle(repo.repo_id, rev.commit_hash, sorted(rev.refs), Path(rev.snapshot_path),
                                     str(data["method"]), len(data.get("class_names", [])), rev.size_on_disk))
     return sorted(out, key=lambda b: (b.repo_id, b.commit))
+
+
+def hub_origin(folder) -> tuple[str, str] | None:
+    """(repo id, commit) of a folder in the Hub cache (``…/models--ORG--NAME/snapshots/<commit>``), the
+    commit its revision resolved to when it was downloaded; None for any other folder."""
+    folder = Path(folder)
+    repo_dir = folder.parent.parent
+    if folder.parent.name != "snapshots" or not repo_dir.name.startswith("models--"):
+        return None
+    if not re.fullmatch(r"[0-9a-f]{40}", folder.name):
+        return None
+    return repo_dir.name[len("models--"):].replace("--", "/", 1), folder.name
+
+
+def model_record(source: str, folder, weights_sha256: str = "") -> dict:
+    """What a results file records about the weights that made it: ``model`` (the Hub id as
+    ``hf-hub:ORG/NAME``, else the --model value), ``model_commit`` (the Hub commit, else None) and
+    ``weights_sha256``."""
+    origin = hub_origin(folder) if folder is not None else None
+    return {"model": f"hf-hub:{origin[0]}" if origin else source, "model_commit": origin[1] if origin else None,
+            "weights_sha256": weights_sha256 or None}
+
+
+# -- publishing ------------------------------------------------------------------------------------
+
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit: str
+    url: str
+    created: bool  # the repository was created by this push
+
+
+def hub_token() -> str:
+    """The user's Hub token (HF_TOKEN, else the one `hf auth login` stored); never printed."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise DkgzslError("pushing needs a Hugging Face access token with write permission, and none is set: "
+                          "run `hf auth login`, or set HF_TOKEN (tokens: https://huggingface.co/settings/tokens).")
+    return token
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):  # huggingface_hub 2.x ships on httpx2; older ones on httpx
+        try:
+            errors.append(__import__(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _http_error(e, repo_id: str) -> DkgzslError:
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status == 401:
+        return DkgzslError(f"the Hub refused the token (401 Unauthorized) for {repo_id}: it is invalid, expired or "
+                           "revoked. Log in again (`hf auth login`) or set HF_TOKEN to a token with write access.")
+    if status == 403:
+        return DkgzslError(f"the token may not write to {repo_id} (403 Forbidden): use a token with write access, "
+                           "and a namespace (your user name or an organisation) you may write to.")
+    if status == 412:
+        return DkgzslError(f"{repo_id} changed while pushing (someone else pushed to it); nothing was published. "
+                           "Run the same command again.")
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return DkgzslError(f"the Hub refused the push to {repo_id} ({status or 'no status'}: {first}).")
+
+
+def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool = False, revision: str = "main",
+                message: str = "", token: str | None = None) -> PushResult:
+    """Create ``repo_id`` if needed and add ``files`` of ``staged`` to ``revision`` in one commit (all or
+    nothing). An existing repository is accepted when it holds nothing but a dkgzsl bundle."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or hub_token()
+    api = HfApi(token=token, library_name="dkgzsl", library_version=__version__)
+    transport = _transport_errors()
+    created = True
+    try:
+        try:
+            url = str(api.create_repo(repo_id, private=private, exist_ok=False))
+        except HfHubHTTPError as e:
+            if getattr(e.response, "status_code", None) != 409:
+                raise
+            created, url = False, f"{api.endpoint}/{repo_id}"
+            present = set(api.list_repo_files(repo_id))
+            other = sorted(present - set(BUNDLE_FILES) - {".gitattributes"})
+            if other:
+                raise DkgzslError(f"hf-hub:{repo_id} already exists and holds files that are not part of a dkgzsl "
+                                  f"bundle ({', '.join(other[:5])}); push to a new repository name.") from None
+        parent = None
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        parent = api.repo_info(repo_id, revision=revision).sha  # a concurrent push makes the commit fail
+        ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(staged / f)) for f in files]
+        info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, parent_commit=parent)
+    except HfHubHTTPError as e:
+        raise _http_error(e, repo_id) from None
+    except transport as e:
+        raise DkgzslError(f"the connection to the Hub failed while pushing to {repo_id} ({type(e).__name__}: {e}). "
+                          "Nothing was published: a commit is all or nothing. Check the network (or HF_ENDPOINT) "
+                          "and run the same command again.") from None
+    return PushResult(repo_id, revision, info.oid, url, created)
+
+
+def search_bundles(query: str | None = None, limit: int = 50, offline: bool = False) -> list[dict]:
+    """dkgzsl bundles on the Hub (library ``dkgzsl``), most downloaded first: id, downloads, last modified,
+    method, backbone and data set as their model cards state them."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    cannot = ("searching the Hub needs the network, and {why}. `dkgzsl models list` shows the bundles already "
+              "in the local cache.")
+    if offline or constants.HF_HUB_OFFLINE:
+        raise DkgzslError(cannot.format(why="--offline (or HF_HUB_OFFLINE=1) forbids it"))
+    api = HfApi(library_name="dkgzsl", library_version=__version__)
+    try:
+        found = list(api.list_models(filter="dkgzsl", search=query or None, cardData=True, limit=limit,
+                                     sort="downloads"))
+    except OfflineModeIsEnabled:
+        raise DkgzslError(cannot.format(why="HF_HUB_OFFLINE=1 forbids it")) from None
+    except HfHubHTTPError as e:
+        raise DkgzslError(f"the Hub answered the search with an error ({str(e).splitlines()[0]}).") from None
+    except _transport_errors() as e:
+        raise DkgzslError(cannot.format(why=f"the Hub cannot be reached ({type(e).__name__}); check the network "
+                                            "or HF_ENDPOINT")) from None
+    rows = []
+    for m in found:
+        card = m.card_data.to_dict() if m.card_data is not None else {}
+        ours = card.get("dkgzsl") if isinstance(card.get("dkgzsl"), dict) else {}
+        datasets = card.get("datasets") or []
+        base = card.get("base_model")
+        rows.append({
+            "id": m.id, "model": f"hf-hub:{m.id}", "downloads": m.downloads,
+            "last_modified": m.last_modified.isoformat() if m.last_modified else None,
+            "method": ours.get("method"),
+            "backbone": ours.get("backbone") or (base if isinstance(base, str) else None),
+            "dataset": ", ".join(datasets) if isinstance(datasets, list) and datasets else ours.get("data_source"),
+        })
+    return rows

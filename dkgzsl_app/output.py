@@ -21,6 +21,8 @@ def records(preds) -> list[dict]:
                        "probability": round(g.probability, 6)} for g in p.top],
             "error": p.error or None,
             "precision": getattr(p, "precision", "") or None,  # the backbone's (fp32 | bf16 | fp16); issue 17
+            "model": getattr(p, "model", "") or None,  # which weights made it (issue 15): hf-hub:ORG/NAME or --model
+            "model_commit": getattr(p, "model_commit", "") or None,  # its Hub commit; None for a local bundle
         })
     return out
 
