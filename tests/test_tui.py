@@ -302,7 +302,7 @@ def test_help_fits_a_100x30_terminal_and_names_every_key(results):
     from dkgzsl_app.tui.app import BrowseApp
     from dkgzsl_app.tui.dialogs import HELP_KEYS
 
-    shown_as = {"question_mark": "?", "slash": "/"}
+    shown_as = {"question_mark": "?", "slash": "/", "asterisk": "*"}
     named = {k for keys, _ in HELP_KEYS for k in keys.split()}
     for binding in BrowseApp.BINDINGS:
         assert shown_as.get(binding.key, binding.key) in named, binding

@@ -22,7 +22,8 @@ from ..models.errors import DkgzslError
 from .detail import DetailPane, thumbnail
 from .dialogs import ClassPicker, HelpScreen, Prompt
 from .engine import Engine
-from .results import SORTS, ResultSet, Row, RunStore, export
+from .gallery import Gallery
+from .results import SORTS, UNKNOWN, ResultSet, Row, RunStore, export
 from .table import ResultsTable
 
 ACTIONS = [  # (action, palette title, help) — one command palette entry per action
@@ -32,25 +33,33 @@ ACTIONS = [  # (action, palette title, help) — one command palette entry per a
     ("filter_class", "Filter by class", "Show the photos of one class only"),
     ("clear_filters", "Clear filters", "Show every row again"),
     ("next_low", "Jump to next low-confidence prediction", "Rows whose top probability is below 0.5"),
-    ("correct", "Correct the selected prediction", "Mark it wrong and pick the right class"),
-    ("uncorrect", "Undo correction", "Forget the correction of the selected photo"),
+    ("correct", "Correct the selected prediction(s)", "Pick the right class for this photo or the selected ones"),
+    ("mark_unknown", "Mark as unknown", "None of the classes: this photo or the selected ones (sort files them in _unknown)"),
+    ("accept", "Accept as reviewed", "The prediction is right: this photo or the selected ones"),
+    ("undo", "Undo the last correction", "Reverse the last change (single or bulk)"),
+    ("forget", "Forget corrections", "Remove the correction of this photo or the selected ones"),
+    ("toggle_select", "Select or unselect this photo", "Selected photos take bulk corrections"),
+    ("select_all", "Select all in view (again: none)", "Every photo the filters show"),
+    ("gallery", "Class gallery", "Thumbnails of the photos of one class, low confidence first on request"),
+    ("sort_files", "File photos into class folders (dkgzsl sort)", "Copy, link or move the photos, corrections applied"),
     ("export", "Export results and corrections", "Write CSV, JSONL or JSON"),
     ("edit_class", "Class editor", "Change a class's attributes and save it as a new class"),
     ("help", "Help", "Keys and what the columns mean"),
 ]
 
 
-BROWSE_ACTIONS = {a for a, _, _ in ACTIONS}
+BROWSE_ACTIONS = {a for a, _, _ in ACTIONS} | {"extend_select"}
 
 
 class BrowseApp(App):
     TITLE = "dkgzsl browse"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # below 140 columns the detail pane goes below the table, so the class column keeps its width (issue 19)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
     CSS = """
     #main { height: 1fr; layout: vertical; }
     Screen.-wide #main { layout: horizontal; }
     Screen.-narrow DetailPane { height: 10; }
-    Screen.-wide DetailPane { width: 64; height: 1fr; }
+    Screen.-wide DetailPane { width: 40%; max-width: 64; height: 1fr; }
     Screen.-wide DetailPane #body { layout: vertical; }
     Screen.-wide DetailPane #picture-box { width: 100%; height: 20; }
     Screen.-wide DetailPane #topk { width: 100%; margin-top: 1; }
@@ -64,11 +73,20 @@ class BrowseApp(App):
         Binding("question_mark", "help", "help"),
         Binding("slash", "filter_text", "find"),
         Binding("c", "filter_class", "class"),
-        Binding("s", "sort", "sort"),
+        Binding("s", "sort", "sort", show=False),  # also: click a column header
         Binding("r", "reverse", "reverse", show=False),
-        Binding("l", "next_low", "low"),
+        Binding("l", "next_low", "low", show=False),  # the gallery (v) shows low confidence first
         Binding("x", "correct", "correct"),
-        Binding("u", "uncorrect", "undo", show=False),
+        Binding("space", "toggle_select", "select", show=False),
+        Binding("shift+down", "extend_select(1)", "select down", show=False),
+        Binding("shift+up", "extend_select(-1)", "select up", show=False),
+        Binding("asterisk", "select_all", "all", show=False),
+        Binding("n", "mark_unknown", "unknown", show=False),
+        Binding("y", "accept", "accept", show=False),
+        Binding("u", "undo", "undo", show=False),
+        Binding("delete", "forget", "forget", show=False),
+        Binding("v", "gallery", "gallery"),
+        Binding("f", "sort_files", "file", show=False),
         Binding("e", "export", "export"),
         Binding("a", "edit_class", "edit"),
         Binding("escape", "clear_filters", "clear", show=False),
@@ -116,6 +134,7 @@ class BrowseApp(App):
 
     def on_mount(self) -> None:
         preds, corrections = self._initial
+        self.table.selected = self.results.selected  # one selection set, drawn by the table
         self.resolve_origins(self.results.add(preds, corrections))
         self.table.show(self.results.visible())
         if not self.paths:
@@ -204,6 +223,8 @@ class BrowseApp(App):
             shown = self.table.row_count if self.is_mounted else 0
             if (r.class_filter or r.text_filter) and shown != len(r.rows):
                 parts.append(f"{shown} shown")
+            if r.selected:
+                parts.append(f"{len(r.selected)} selected")
             text = " · ".join(parts)
         self.query_one("#status", Static).update(text)
 
@@ -312,6 +333,14 @@ class BrowseApp(App):
         self.push_screen(ClassPicker("Show one class", choices, self.results.class_filter), done)
 
     def action_clear_filters(self) -> None:
+        """escape: first the selection, then the filters."""
+        if self.results.selected:
+            rows = [self.results.rows[k] for k in self.results.selected if k in self.results.rows]
+            self.results.selected.clear()
+            for row in rows:
+                self.table.redraw(row)
+            self.update_status()
+            return
         if self.results.class_filter or self.results.text_filter:
             self.results.class_filter, self.results.text_filter = None, ""
             self.refresh_table()
@@ -352,33 +381,170 @@ class BrowseApp(App):
                 seen.setdefault(g.name, g.origin)
         return sorted(seen.items())
 
-    def action_correct(self) -> None:
+    def targets(self) -> list[Row]:
+        """What a correction acts on: the selected photos, else the one under the cursor."""
+        if self.results.selected:
+            return [self.results.rows[k] for k in self.results.selected if k in self.results.rows]
         row = self.current_row()
-        if row is None:
+        return [row] if row is not None else []
+
+    def action_correct(self) -> None:
+        self.ask_correction(self.targets())
+
+    def ask_correction(self, rows: list[Row]) -> None:
+        """Pick the right class for ``rows`` (one photo, or a bulk correction)."""
+        if not rows:
             return
+        title = f"Right class for {rows[0].name}" if len(rows) == 1 else f"Right class for {len(rows)} photos"
+        current = rows[0].label if len(rows) == 1 else None
 
         def done(name: str | None) -> None:
             if name is not None:
-                self.set_correction(row, name)
+                self.apply_corrections({r.key: name for r in rows})
 
-        self.push_screen(ClassPicker(f"Right class for {row.name}", self.class_choices(), row.label), done)
+        self.push_screen(ClassPicker(title, self.class_choices(), current), done)
 
-    def action_uncorrect(self) -> None:
-        row = self.current_row()
-        if row is not None and row.correction:
-            self.set_correction(row, None)
+    def action_mark_unknown(self) -> None:
+        self.apply_corrections({r.key: UNKNOWN for r in self.targets()})
+
+    def action_accept(self) -> None:
+        """Reviewed: the prediction is right (a corrected photo keeps its correction)."""
+        self.apply_corrections({r.key: r.correction or r.top.name for r in self.targets() if r.top})
+
+    def action_forget(self) -> None:
+        self.apply_corrections({r.key: None for r in self.targets()})
+
+    def action_undo(self) -> None:
+        rows = self.results.undo()
+        if not rows:
+            self.notify("nothing to undo")
+            return
+        self.corrections_changed(rows)
+        self.notify(f"undone: {len(rows)} photo{'s' if len(rows) != 1 else ''}")
 
     def set_correction(self, row: Row, name: str | None) -> None:
-        row.correction = name
-        row.correction_origin = (self.origin_of(name) or None) if name else None
+        self.apply_corrections({row.key: name})
+
+    def apply_corrections(self, changes: dict[str, str | None]) -> None:
+        """One undoable change (single or bulk), saved at once; the selection is cleared after it."""
+        rows = self.results.correct(changes)
+        if self.results.selected:
+            cleared = [self.results.rows[k] for k in self.results.selected if k in self.results.rows]
+            self.results.selected.clear()
+            rows = list({r.key: r for r in cleared + rows}.values())
+        self.corrections_changed(rows)
+        if len(changes) > 1:
+            self.notify(f"{len(changes)} photos → {self._what(next(iter(changes.values())), changes)}")
+
+    @staticmethod
+    def _what(first: str | None, changes: dict) -> str:
+        if len(set(changes.values())) > 1:
+            return "accepted as reviewed"
+        return {None: "corrections forgotten", UNKNOWN: "unknown"}.get(first, first or "")
+
+    def corrections_changed(self, rows: list[Row]) -> None:
+        """Origins, autosave, and every view of ``rows``."""
+        for row in rows:
+            row.correction_origin = (self.origin_of(row.correction) or None) if row.correction else None
         try:
             self.store.save_corrections(self.results.corrections)
         except DkgzslError as e:
             self.notify(str(e), title="corrections not saved", severity="error")
-        self.table.redraw(row)
-        self.detail.show_row(row)
+        for row in rows:
+            self.table.redraw(row)
+        self.detail.show_row(self.current_row())
         self.schedule_preview()
         self.update_status()
+        for screen in self.screen_stack:
+            if isinstance(screen, Gallery):
+                screen.refresh_view()
+
+    # ------------------------------------------------------------------------------- selection
+    def action_toggle_select(self) -> None:
+        row = self.current_row()
+        if row is None:
+            return
+        self.results.selected.symmetric_difference_update({row.key})
+        self.table.redraw(row)
+        self.table.action_cursor_down()
+        self.update_status()
+
+    def action_extend_select(self, step: int) -> None:
+        """shift+↓/↑: select this photo and the next one (a range, as the key is held)."""
+        row = self.current_row()
+        if row is None:
+            return
+        self.results.selected.add(row.key)
+        self.table.redraw(row)
+        (self.table.action_cursor_down if step > 0 else self.table.action_cursor_up)()
+        nxt = self.current_row()
+        if nxt is not None:
+            self.results.selected.add(nxt.key)
+            self.table.redraw(nxt)
+        self.update_status()
+
+    def action_select_all(self) -> None:
+        """Select every photo in view; when all are already selected, select none."""
+        keys = set(self.table.keys_in_order())
+        sel = self.results.selected
+        if keys and keys <= sel:
+            sel.difference_update(keys)
+        else:
+            sel.update(keys)
+        for k in keys:
+            self.table.redraw(self.results.rows[k])
+        self.update_status()
+
+    # ------------------------------------------------------------------------ galleries, sorting
+    def action_gallery(self) -> None:
+        """The gallery of the class under the cursor (low confidence first)."""
+        row = self.current_row()
+        if row is None:
+            return
+        name = row.label or "error"
+
+        def done(key: str | None) -> None:
+            self.refresh_table()
+            if key is not None and key in self.table.rows:
+                self.table.move_cursor(row=self.table.get_row_index(key), scroll=True)
+
+        self.push_screen(Gallery(name, low_first=True, start=row.key), done)
+
+    def action_sort_files(self) -> None:
+        """File the photos into one folder per class (``dkgzsl sort``), corrections applied."""
+        from ..sort import DEFAULT_MIN_CONFIDENCE
+
+        def mode_chosen(mode: str | None, folder: str) -> None:
+            if mode is not None:
+                self.sort_files(Path(folder).expanduser(), mode, DEFAULT_MIN_CONFIDENCE,
+                                [r.pred for r in self.results.rows.values()], dict(self.results.corrections))
+
+        def folder_chosen(folder: str | None) -> None:
+            if folder and folder.strip():
+                choices = [("copy", "the photos stay where they are"), ("link", "hard links, no extra space"),
+                           ("move", "undo with dkgzsl sort --undo")]
+                self.push_screen(ClassPicker(f"Copy, link or move into {folder.strip()}?", choices, "copy"),
+                                 lambda mode: mode_chosen(mode, folder.strip()))
+
+        self.push_screen(Prompt("File the photos into folders by class, in", str(self.store.folder / "sorted"),
+                                "a folder (created when missing)"), folder_chosen)
+
+    @work(thread=True, exclusive=True, group="sort", exit_on_error=False)
+    def sort_files(self, into: Path, mode: str, min_confidence: float, preds: list, corrections: dict) -> None:
+        """In a worker (copying thousands of photos takes a while); ``preds`` and ``corrections`` are a
+        snapshot taken on the UI thread."""
+        from ..sort import sort_photos
+
+        try:
+            res = sort_photos(self.store.results_file, into, mode, min_confidence, preds=preds,
+                              corrections=corrections)
+        except DkgzslError as e:
+            self.call_from_thread(self.notify, str(e), title="not sorted", severity="error")
+            return
+        msg = f"{res.filed} photos into {len(res.counts)} folders in {into}; undo: dkgzsl sort --undo {res.manifest}"
+        if res.missing:
+            msg += f"; {len(res.missing)} not found"
+        self.call_from_thread(self.notify, msg, title="sorted", timeout=10)
 
     def action_export(self) -> None:
         default = str(self.store.folder / f"{self.store.stem}-corrected.csv")

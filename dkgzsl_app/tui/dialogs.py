@@ -90,14 +90,18 @@ class Prompt(ModalScreen[str | None]):
 
 
 HELP_KEYS = [  # (keys, what they do): every binding of the browser, including those the footer hides
-    ("↑ ↓ PgUp PgDn", "move through the photos; the pane shows the selected one"),
+    ("↑ ↓ j k g G", "move through the photos (g G: first, last); the pane shows the photo"),
     ("s  r", "sort: file → class → score → seen/unseen; reverse the order"),
-    ("/", "find: rows whose file name, class or truth has the text"),
-    ("c", "show one class only"),
-    ("escape", "clear every filter"),
+    ("/  c", "find: rows whose file, class or truth has the text; one class only"),
     ("l", "jump to the next low-confidence prediction"),
+    ("space", "select this photo (●); corrections then act on every selected one"),
+    ("shift+up shift+down", "select a range of photos"),
+    ("*  escape", "select all in view (again: none); select none, then clear filters"),
     ("x  enter", "correct: pick the right class (the same class confirms it)"),
-    ("u", "undo the correction of this photo"),
+    ("n  y", "mark unknown (none of the classes); accept as reviewed (✓)"),
+    ("u  delete", "undo the last correction, single or bulk; forget corrections"),
+    ("v", "class gallery: thumbnails of this photo's class (] [ other classes)"),
+    ("f", "file the photos into one folder per class (as dkgzsl sort does)"),
     ("e", "export results and corrections (.csv, .jsonl, .json)"),
     ("a", "class editor: change attributes, save them as a new class"),
     ("ctrl+p", "command palette: every action by name"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..classify import Guess, Prediction
 from ..models.atomic import atomic_write_bytes
+from ..sort import UNKNOWN  # the correction "none of the classes" (dkgzsl sort files it under _unknown)
 
 SORTS = ("file", "class", "score", "origin")
 LOW_CONFIDENCE = 0.5  # a top-1 probability below this is "low confidence"
@@ -67,6 +68,27 @@ class ResultSet:
         self.reverse = False
         self.class_filter: str | None = None
         self.text_filter = ""
+        self.selected: set[str] = set()  # keys of the rows selected for a bulk correction
+        self.history: list[dict[str, str | None]] = []  # per change: key → its correction before it
+
+    def correct(self, changes: dict[str, str | None]) -> list[Row]:
+        """Set the corrections ``changes`` (key → class, UNKNOWN, or None to forget) as one undoable change;
+        returns the rows that changed."""
+        before = {k: self.rows[k].correction for k, v in changes.items() if self.rows[k].correction != v}
+        if before:
+            self.history.append(before)
+        for k in before:
+            self.rows[k].correction = changes[k]
+        return [self.rows[k] for k in before]
+
+    def undo(self) -> list[Row]:
+        """Reverse the last change; returns the rows it touched (none when there is nothing to undo)."""
+        if not self.history:
+            return []
+        before = self.history.pop()
+        for k, v in before.items():
+            self.rows[k].correction = v
+        return [self.rows[k] for k in before]
 
     def add(self, preds: list[Prediction], corrections: dict[str, str] | None = None) -> list[Row]:
         corrections = corrections or {}
