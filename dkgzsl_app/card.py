@@ -73,8 +73,8 @@ def training_record(command: str, seconds: float, device: str, outcome) -> dict:
     best = [r for r in outcome.select_history if r.get("epoch") == outcome.best_epoch and "val_H_cal" in r]
     if best:
         r = best[-1]
-        record["validation"] = {"epoch": int(r["epoch"]), "S": r["val_S"], "U": r["val_U"], "H": r["val_H"],
-                                "H_calibrated": r["val_H_cal"], "gamma": r["val_gamma"]}
+        record["validation"] = {"epoch": int(r["epoch"]), **{k: round(float(r[v]), 6) for k, v in (
+            ("S", "val_S"), ("U", "val_U"), ("H", "val_H"), ("H_calibrated", "val_H_cal"), ("gamma", "val_gamma"))}}
     return record
 
 
@@ -253,11 +253,11 @@ def _limits(cfg, groups: dict, backbone: str | None, training: dict | None) -> l
     out = ["## Limits", "",
            f"- It knows {len(cfg.class_names)} classes and nothing else: "
            + ("a photo of anything else gets the closest of them, flagged `unknown` when its open-set score falls "
-              f"below the bundle's threshold (fitted on {open_set.get('fitted_on', 'photos of seen classes')})."
+              f"below the bundle's threshold, fitted on {open_set.get('fitted_on') or 'photos of seen classes'}."
               if isinstance(open_set, dict) else "a photo of anything else still gets the closest of them."),
            f"- The {len(groups['unseen'])} unseen classes are recognised from attribute vectors alone"
            + ("; compare U with S above." if (training or {}).get("validation") else "."),
-           f"- Its photos{f' came from `{src}`' if src else ' are not recorded'}; photos unlike them (other "
+           f"- Its training data {f'came from `{src}`' if src else 'is not recorded'}; photos unlike those (other "
            "subjects, cameras, styles) are outside what it was checked on."]
     if backbone:
         out.append(f"- Its accuracy is bounded by what `{backbone}`'s features carry about the attributes.")
