@@ -333,7 +333,9 @@ def test_footer_shows_every_key_it_lists_whole(results, width):
     async def run():
         app = browse(results)
         async with app.run_test(size=(width, 24)) as pilot:
-            await pilot.pause(0.2)
+            # the footer is composed after the first frames: on a loaded machine later than any fixed pause
+            await wait_until(pilot, lambda: any(k.region.width for k in app.query(FooterKey)), 10)
+            await pilot.pause(0.1)
             keys = list(app.query(FooterKey))
             palette = [k for k in keys if k.has_class("-command-palette")]
             keys = [k for k in keys if not k.has_class("-command-palette")]

@@ -1,4 +1,4 @@
-"""Snapshots of the main screens at 80×24 and 160×48 (pytest-textual-snapshot; update with
+"""Snapshots of the main screens at 80×24, 120×34 and 160×48 (pytest-textual-snapshot; update with
 ``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs). Fixed data, no pictures."""
 import os
 from pathlib import Path
@@ -10,7 +10,7 @@ from dkgzsl_app.tui import EngineOptions, create_app
 
 from tui_helpers import make_bundle, write_results
 
-SIZES = [(80, 24), (160, 48)]
+SIZES = [(80, 24), (120, 34), (160, 48)]
 
 
 @pytest.fixture
@@ -44,6 +44,47 @@ def test_browser(snap_compare, results, size):
 def test_sorted_and_filtered(snap_compare, results, size):
     async def run_before(pilot):
         await settle(pilot, "s", "s", "s", "c", *"teapot", "enter")
+
+    assert snap_compare(app_for(results), terminal_size=size, run_before=run_before)
+
+
+@pytest.fixture
+def long_names(results):
+    """The same rows with demo-length class names (the demo's longest has 23 characters)."""
+    import json
+
+    long = {"cat": "yellow_checked_triangle", "espresso": "green_dotted_hexagon_xl", "teapot": "magenta_striped_circle"}
+    lines = []
+    for line in results.read_text().splitlines():
+        rec = json.loads(line)
+        rec["class"] = long[rec["class"]]
+        for t in rec["top_k"]:
+            t["class"] = long[t["class"]]
+        lines.append(json.dumps(rec))
+    results.write_text("\n".join(lines) + "\n")
+    return results
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_long_class_names_shown_whole(snap_compare, long_names, size):
+    """Issue 19: at 120×34 the class column was cut to 10 characters; the detail pane gives way first."""
+    async def run_before(pilot):
+        await settle(pilot, "j", "x", *"yellow", "enter", "j", "j")
+
+    assert snap_compare(app_for(long_names), terminal_size=size, run_before=run_before)
+
+
+def test_bulk_selection(snap_compare, results):
+    async def run_before(pilot):
+        await settle(pilot, "space", "shift+down", "j", "j", "space")
+
+    assert snap_compare(app_for(results), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_gallery(snap_compare, results, size):
+    async def run_before(pilot):
+        await settle(pilot, "j", "v", "space", "l", "y")  # pictures off: the tiles say so
 
     assert snap_compare(app_for(results), terminal_size=size, run_before=run_before)
 

@@ -69,6 +69,7 @@ class GalleryGrid(Widget):
         self.cursor = 0  # index into ``rows``
         self.selected: set[str] = set()
         self.tiles: dict[str, list[list[Segment]] | None] = {}  # path → segments (None: could not be read)
+        self.show_images = True  # False: browse --no-images (no thumbnails either)
 
     @property
     def columns(self) -> int:
@@ -93,7 +94,13 @@ class GalleryGrid(Widget):
             tile = self.tiles.get(row.pred.path)
             if tile:
                 return tile[line]
-            text = ("unreadable" if row.pred.path in self.tiles or row.pred.error else "…") if line == IMG_H // 2 else ""
+            if not self.show_images:
+                text = "no picture"
+            elif row.pred.path in self.tiles or row.pred.error:
+                text = "unreadable"
+            else:
+                text = "…"  # decoding
+            text = text if line == IMG_H // 2 else ""
             return [Segment(text.center(IMG_W), _BLANK)]
         here = Style(reverse=True) if i == self.cursor else Style()
         if line == IMG_H:
@@ -148,7 +155,17 @@ class Gallery(Screen):
     Gallery #gallery-status { height: 1; padding: 0 1; }
     Gallery GalleryGrid { padding: 1 1 0 1; }
     """
-    BINDINGS = [
+    BINDINGS = [  # the footer shows the bulk-correction keys first: they are what a gallery is for
+        Binding("space", "toggle_select", "select"),
+        Binding("asterisk", "select_all", "all"),
+        Binding("x", "correct", "class"),
+        Binding("n", "mark_unknown", "unknown"),
+        Binding("y", "accept", "ok"),
+        Binding("u", "undo", "undo"),
+        Binding("right_square_bracket,tab", "next_class(1)", "next", key_display="]"),
+        Binding("o", "order", "order"),
+        Binding("escape", "back", "back", key_display="esc"),
+        Binding("left_square_bracket,shift+tab", "next_class(-1)", "previous", show=False),
         Binding("right,l", "move(1)", "→", show=False),
         Binding("left,h", "move(-1)", "←", show=False),
         Binding("down,j", "move_rows(1)", "↓", show=False),
@@ -157,20 +174,10 @@ class Gallery(Screen):
         Binding("pageup", "page(-1)", "page back", show=False),
         Binding("g", "first", "first", show=False),
         Binding("G", "last", "last", show=False),
-        Binding("right_square_bracket,tab", "next_class(1)", "next class"),
-        Binding("left_square_bracket,shift+tab", "next_class(-1)", "prev", show=False),
-        Binding("o", "order", "low first"),
-        Binding("space", "toggle_select", "select"),
         Binding("shift+right,shift+down", "extend_select(1)", "", show=False),
         Binding("shift+left,shift+up", "extend_select(-1)", "", show=False),
-        Binding("asterisk", "select_all", "all"),
-        Binding("x", "correct", "class"),
-        Binding("n", "mark_unknown", "unknown"),
-        Binding("y", "accept", "ok"),
-        Binding("u", "undo", "undo"),
         Binding("delete", "forget", "forget", show=False),
         Binding("enter", "open", "table", show=False),
-        Binding("escape", "back", "back"),
         Binding("v,q", "close", "close", show=False),
     ]
 
@@ -194,6 +201,7 @@ class Gallery(Screen):
 
     def on_mount(self) -> None:
         self.grid.selected = self.app.results.selected  # one selection for the table and the galleries
+        self.grid.show_images = self.app.show_images
         self._ready = True
         self.refresh_view(keep=self._start)
 

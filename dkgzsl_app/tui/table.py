@@ -89,10 +89,11 @@ class ResultsTable(DataTable):
     def _relayout(self) -> None:
         widths = self._widths(self.size.width)
         if widths != self.widths and self._shown is not None:
+            keep = self.current_key()  # before clearing: a key pressed while the layout settles stays pressed
             self.widths = widths
             self.clear(columns=True)
             self._add_columns()
-            self.show(self._shown)
+            self.show(self._shown, keep)
 
     def on_resize(self) -> None:
         self._relayout()
@@ -102,9 +103,10 @@ class ResultsTable(DataTable):
         self._longest = max([self._longest] + [len(class_text(r)) for r in rows if not r.pred.error])
         return self.is_mounted and self._widths(self.size.width) != self.widths
 
-    def show(self, rows: list[Row]) -> None:
-        """Replace the contents with ``rows`` in this order; the cursor stays on the same photo if shown."""
-        keep = self.current_key()
+    def show(self, rows: list[Row], keep: str | None = None) -> None:
+        """Replace the contents with ``rows`` in this order; the cursor stays on the same photo (or on
+        ``keep``) if shown."""
+        keep = keep or self.current_key()
         self._shown = list(rows)
         if self._measure(self._shown):
             self.widths = self._widths(self.size.width)
