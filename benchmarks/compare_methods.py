@@ -254,6 +254,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- compare_methods.py: table begins -->", "<!-- compare_methods.py: table ends -->"
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Put ``text`` between the markers of ``path`` (the prose around them stays), or write a new file."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN) + len(BEGIN)] + "\n\n" + text + "\n" + old[old.index(END):]
+    else:
+        new = old + f"{BEGIN}\n\n{text}\n{END}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new, encoding="utf-8")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True, help="renders, features, runs and per-row results")
@@ -303,8 +317,7 @@ def main() -> None:
         r = json.loads(f.read_text())
         results[(r["set"], r["row"])] = r
     if a.table:
-        a.table.parent.mkdir(parents=True, exist_ok=True)
-        a.table.write_text(table(results) + "\n")
+        write_between_markers(a.table, table(results))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "recipes": RECIPES,
