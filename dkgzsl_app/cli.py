@@ -84,6 +84,9 @@ def train(
     ctx: typer.Context,
     features: Optional[Path] = typer.Option(None, "--features", help="Folder with xlsa17 files (att_splits.mat + res101.mat) or dkgzsl features (features.safetensors + classes.csv)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead of --features: one sub-folder of photos per seen class."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Instead: a benchmark in its official layout (cub, awa2 or sun; with --root), split as xlsa17 proposes."),
+    root: Optional[Path] = typer.Option(None, "--root", help="With --dataset: the download's folder (e.g. CUB_200_2011)."),
+    partial: bool = typer.Option(False, "--partial", help="With --dataset: use the photos of a partial download (a seeded 20%% of each seen class as test photos, not the proposed split)."),
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
     backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
@@ -137,7 +140,9 @@ def train(
     from .models.atomic import check_writable_folder
     from .progress import TrainProgress
 
-    if (features is None) == (images is None):
+    if dataset is not None and (features is not None or images is not None or root is None or finetune_backbone or from_):
+        _fail("--dataset NAME takes --root DIR instead of --features or --images (and no --finetune-backbone or --from yet).", 2)
+    if (features is None) == (images is None) and dataset is None:
         _fail("give either --features DIR or --images DIR (with --attributes CSV).", 2)
     if finetune_backbone and images is None:
         _fail("--finetune-backbone trains the image backbone on photos: give --images DIR with --attributes CSV "
@@ -191,7 +196,12 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     bb_config = photo_set = bb_weights = None
-    if images is not None:
+    if dataset is not None:
+        from .reproduce import dataset_features
+
+        fs, bb_config = dataset_features(dataset, root, partial, backbone, dev, feature_kind(cfg), cfg.seed, _warn,
+                                         _extraction_progress)
+    elif images is not None:
         fs, bb_config, photo_set, bb_weights = _images_feature_set(
             images, attributes, backbone, dev, workers=2, kind=kind or feature_kind(cfg),
             finetune=cfg.finetune_backbone, source=init_dir)
@@ -289,6 +299,9 @@ def evaluate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."),
     features: Optional[Path] = typer.Option(None, "--features", help="Feature folder whose test split to score."),
     images: Optional[Path] = typer.Option(None, "--images", help="Instead: labelled test photos (sub-folder per class, or <class>__*.jpg)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Instead: a benchmark in its official layout (cub, awa2 or sun; with --root), split as xlsa17 proposes."),
+    root: Optional[Path] = typer.Option(None, "--root", help="With --dataset: the download's folder (e.g. CUB_200_2011)."),
+    partial: bool = typer.Option(False, "--partial", help="With --dataset: use the photos of a partial download (a seeded 20%% of each seen class as test photos, not the proposed split)."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache."),
     calibration: Optional[float] = typer.Option(None, callback=_finite, help="Override the bundle's calibration γ."),
     plot: Optional[Path] = typer.Option(None, help="Write the seen-unseen accuracy curve to this PNG."),
@@ -302,27 +315,31 @@ def evaluate(
     from .trainer.data import load_features
     from .trainer.evaluate import evaluate_bundle
 
-    if (features is None) == (images is None):
+    if dataset is not None and (features is not None or images is not None or root is None):
+        _fail("--dataset NAME takes --root DIR instead of --features or --images.", 2)
+    if (features is None) == (images is None) and dataset is None:
         _fail("give either --features DIR or --images DIR.", 2)
     if plot is not None:
         check_writable_file(plot, "plot (--plot)", example="curve.png")
     bundle = load_bundle(_bundle_dir(model, offline))
-    if images is not None:
+    if images is not None or dataset is not None:
         from .cache import FeatureCache
         from .classify import load as load_classifier
         from .image_data import test_set_from_images
         from .locations import feature_cache_file
+        from .reproduce import dataset_test_set
 
         clf = load_classifier(model, device, offline, precision.value)
         bundle = clf.bundle  # with the model's user classes, as classify sees it
-        fs = test_set_from_images(images, clf.bundle, clf.backbone, clf.device, FeatureCache(feature_cache_file(), warn=_warn),
+        fs = dataset_test_set(dataset, root, partial, clf, _warn, _extraction_progress) if dataset is not None else \
+            test_set_from_images(images, clf.bundle, clf.backbone, clf.device, FeatureCache(feature_cache_file(), warn=_warn),
                                   warn=_warn, progress=_extraction_progress, precision=clf.precision,
                                   kind=clf.bundle.config.feature_kind)
         bundle.model.cpu()  # the backbone ran on --device; scoring the features is CPU work
     else:
         fs = load_features(features, warn=_warn)
     metrics = evaluate_bundle(bundle, fs, calibration, plot)
-    if images is not None:
+    if images is not None or dataset is not None:
         metrics["precision"] = clf.precision  # the backbone's, for the record (--json)
     if as_json:
         typer.echo(json.dumps(metrics))
@@ -339,6 +356,53 @@ def evaluate(
     t.add_row("γ = 0", pct(metrics["U_uncalibrated"]), pct(metrics["S_uncalibrated"]),
               pct(metrics["H_uncalibrated"]), "", "")
     Console().print(t)
+
+
+@app.command()
+def reproduce(
+    dataset: str = typer.Argument(..., help="cub, awa2 or sun, in its official layout under --root."),
+    root: Path = typer.Option(..., "--root", help="The download's folder (CUB_200_2011, Animals_with_Attributes2, or the SUN folder with images/ and SUNAttributeDB/)."),
+    method: Method = typer.Option(Method("dkgzsl"), help="The method whose paper to reproduce (its settings: datasets/presets.json)."),
+    backbone: Optional[str] = typer.Option(None, help="resnet101 or vit_base_patch16_224 (the papers'; default: the method's preset), or any timm name."),
+    backbone_weights: str = typer.Option("auto", help="auto: ImageNet weights (packaged, else the Hugging Face Hub); none: random (smoke tests only)."),
+    out: Path = typer.Option(..., "--out", help="Folder for results.md, results.json and the run (OUT/run/bundle)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="FIELD=VALUE: override a training setting of the preset (repeatable), e.g. --set epochs=10."),
+    partial: bool = typer.Option(False, "--partial", help="Use the photos of a partial download (not the proposed split: the table says so)."),
+    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Reproduce a paper's table row: extract features (cached), train with its settings, select on validation
+    classes, evaluate on the proposed test split; writes OUT/results.md beside the published row."""
+    import shlex
+
+    from .devices import parse_device
+    from .models.atomic import check_writable_folder
+    from .progress import TrainProgress
+    from .reproduce import make_plan, parse_overrides, run
+
+    if backbone_weights not in ("auto", "none"):
+        _fail(f"--backbone-weights {backbone_weights}: auto or none.", 2)
+    plan = make_plan(dataset.lower(), method.value, backbone, parse_overrides(set_ or []))
+    dev = parse_device(device)
+    check_writable_folder(out, "output folder (--out)")
+    from .cache import FeatureCache
+    from .locations import feature_cache_file
+
+    words = ["dkgzsl", "reproduce", dataset, "--root", str(root), "--method", method.value]  # as typed, for results.md
+    words += (["--backbone", backbone] if backbone else []) + [w for item in set_ or [] for w in ("--set", item)]
+    words += (["--backbone-weights", backbone_weights] if backbone_weights != "auto" else []) + \
+        (["--partial"] if partial else []) + (["--device", device] if device != "auto" else []) + ["--out", str(out)]
+    with TrainProgress(enabled=not as_json) as bar:
+        result = run(plan, root, out, dev, backbone_weights, partial, shlex.join(words), warn=_warn,
+                     progress=_extraction_progress, on_epoch=bar.on_epoch, train_progress=bar.advance,
+                     cache=FeatureCache(feature_cache_file(), warn=_warn))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    m = result["metrics"]
+    typer.echo(f"{plan.method} on {result['dataset']}: U {100 * m['U']:.1f}  S {100 * m['S']:.1f}  H {100 * m['H']:.1f}  "
+               f"CZSL {100 * m['CZSL']:.1f}  AUSUC {100 * m['AUSUC']:.1f}; table in {out / 'results.md'}, "
+               f"bundle {result['bundle']}")
 
 
 class Format(str, Enum):

@@ -43,12 +43,22 @@ Progress = Callable[[int], ContextManager[Optional[Callable[[int], None]]]]
 def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, device, cache, batch_size, workers,
              warn: Callable[[str], None], on_batch, progress: Progress | None = None, precision: str = "fp32",
              channels_last: bool | None = None, kind: str = "pooled"):
-    from .extract import extract_cached
-
     paths, labels = [], []
     for name, files in photos.items():
         paths += [str(f) for f in files]
         labels += [index[name]] * len(files)
+    feats, keep = extract_paths(paths, backbone, device, cache, batch_size, workers, warn, on_batch, progress,
+                                precision, channels_last, kind)
+    return feats, np.array([labels[i] for i in keep], np.int64)
+
+
+def extract_paths(paths: list[str], backbone, device, cache, batch_size, workers, warn: Callable[[str], None],
+                  on_batch=None, progress: Progress | None = None, precision: str = "fp32",
+                  channels_last: bool | None = None, kind: str = "pooled"):
+    """(features of the photos that could be read, their sorted indices into ``paths``); the others are
+    warned about. Features (N, D) float32 | (N, R, C) float16."""
+    from .extract import extract_cached
+
     with (progress(len(paths)) if progress is not None else contextlib.nullcontext(None)) as tick:
         callbacks = [f for f in (on_batch, tick) if f is not None]
 
@@ -69,7 +79,7 @@ def _extract(photos: dict[str, list[Path]], index: dict[str, int], backbone, dev
     feats = np.empty((len(keep), *first.shape), np.float32 if kind == "pooled" else np.float16)
     for j, i in enumerate(keep):
         feats[j] = got.features.pop(i).numpy()
-    return feats, np.array([labels[i] for i in keep], np.int64)
+    return feats, keep
 
 
 def feature_set_from_images(images_dir: Path, attributes_csv: Path, backbone, device: str = "cpu", cache=None,
