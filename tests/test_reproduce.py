@@ -87,3 +87,39 @@ def test_bad_overrides_and_names_are_usage_errors():
     assert res.exit_code == 2 and "unknown data set 'flo'" in res.output
     with pytest.raises(UsageError, match="epochs"):
         training_config(make_plan("cub", "d3gzsl", None, {"epochs": 0}))
+
+
+def test_train_and_evaluate_read_a_data_set(tmp_path):
+    """`train --dataset` then `evaluate --dataset` (the offline lite0 backbone: evaluate rebuilds the bundle's)."""
+    root, run = few_classes(tmp_path / "data"), tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--dataset", "cub", "--root", str(root), "--partial", "--method", "d3gzsl",
+                                   "--epochs", "2", "--teacher-epochs", "1", "--hidden-dim", "32", "--embed-dim", "32",
+                                   "--gen-per-unseen", "2", "--batch-size", "16", "--device", "cpu", "--out", str(run),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((run / "bundle" / "config.json").read_text())
+    assert config["backbone"]["name"] == "tf_efficientnet_lite0" and sum(config["seen"]) == 4
+    res = CliRunner().invoke(app, ["evaluate", "--model", f"local-dir:{run / 'bundle'}", "--dataset", "cub", "--root",
+                                   str(root), "--partial", "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output.strip().splitlines()[-1])
+    assert (metrics["n_test_seen"], metrics["n_test_unseen"]) == (4, 4)  # the same split train held out
+    res = CliRunner().invoke(app, ["evaluate", "--model", f"local-dir:{run / 'bundle'}", "--dataset", "cub",
+                                   "--root", str(root)])
+    assert res.exit_code == 1 and "partial download" in res.output and "--partial" in res.output
+    res = CliRunner().invoke(app, ["train", "--dataset", "cub", "--features", str(root), "--out", str(run)])
+    assert res.exit_code == 2 and "--dataset NAME takes --root DIR" in res.output
+
+
+def test_hub_weights_that_cannot_be_fetched_say_where_they_come_from(monkeypatch):
+    import dkgzsl_app.models.backbone as backbone
+    from dkgzsl_app.models.errors import BundleError
+    from dkgzsl_app.reproduce import make_backbone
+
+    def offline(name, weights):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(backbone, "create_backbone", offline)
+    with pytest.raises(BundleError, match=r"resnet101.tv_in1k: its ImageNet weights come from the Hugging Face Hub "
+                                          r"\(timm/resnet101.tv_in1k\).*--backbone-weights none"):
+        make_backbone("resnet101.tv_in1k")
