@@ -130,8 +130,9 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     todo = [i for i in range(len(images)) if i not in got.features]
     if on_batch and got.features:
         on_batch(len(got.features))
+    # all cached (a chunk of a warm run): no DataLoader, whose worker processes would start for nothing
     fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch, precision,
-                    channels_last, kind)
+                    channels_last, kind) if todo else Extracted()
     for j, f in fresh.features.items():
         got.features[todo[j]] = f
     got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}

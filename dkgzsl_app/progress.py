@@ -10,22 +10,31 @@ from typing import Callable, ContextManager, Optional
 Tick = Optional[Callable[[int], None]]
 
 
-def photo_progress(total: int, label: str = "classifying", min_total: int = 64) -> ContextManager[Tick]:
-    """A context manager yielding ``tick(n)`` (n more photos done) that draws a transient bar on stderr,
-    or ``None`` when stderr is not a terminal or the work is small (< ``min_total`` photos)."""
+def photo_progress(total: int, label: str = "classifying", min_total: int = 64,
+                   completed: int = 0) -> ContextManager[Tick]:
+    """A context manager yielding ``tick(n)`` (n more photos done) that draws a transient bar on stderr
+    with photos/s and the time left, or ``None`` when stderr is not a terminal or the work is small
+    (< ``min_total`` photos). ``completed``: photos done before (a resumed run), not counted in the rate."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    if total < min_total or not console.is_terminal:
+    if total - completed < min_total or not console.is_terminal:
         return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     @contextlib.contextmanager
     def bar():
-        with Progress(label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        rate = TextColumn("{task.fields[rate]}")
+        with Progress(label, BarColumn(), MofNCompleteColumn(), rate, TimeRemainingColumn(),
                       console=console, transient=True) as prog:
-            task = prog.add_task("photos", total=total)
-            yield lambda n: prog.advance(task, n)
+            task = prog.add_task("photos", total=total, completed=completed, rate="")
+
+            def tick(n: int) -> None:
+                prog.advance(task, n)
+                speed = next(t for t in prog.tasks if t.id == task).speed
+                prog.update(task, rate=f"{speed:.1f} photos/s" if speed else "")
+
+            yield tick
 
     return bar()
 
