@@ -62,6 +62,9 @@ def download_bundle(ref: HubRef, offline: bool = False) -> Path:
                           "network (or HF_ENDPOINT) and try again.") from None
     except OSError as e:  # network errors the client did not map
         raise BundleError(f"{ref}: download failed ({e}). Check the network, or use --offline for a cached copy.") from None
+    if not (Path(folder) / "config.json").is_file():  # e.g. a repository whose first push never completed
+        raise BundleError(f"{ref}: the repository holds no dkgzsl bundle (no config.json at that revision); "
+                          "push one with `dkgzsl push BUNDLE ORG/NAME`, or check the name.")
     return Path(folder)
 
 

@@ -146,7 +146,13 @@ def test_network_down_mid_upload_publishes_nothing(hub, tmp_path):
     hub.cut_from = "create"  # a new repository: down from the start
     r = push(other, "acme/dogs")
     assert r.exit_code == 1 and "Nothing was published" in r.stderr and "acme/dogs" not in hub.repos
+    hub.cut_from = "commit"
+    r = push(other, "acme/birds")  # created, then the line drops during the commit: an empty repository
+    assert r.exit_code == 1 and sorted(files_on(hub, "acme/birds")) == [".gitattributes"]
     hub.cut_from = None
+    r = runner.invoke(app, ["models", "download", "hf-hub:acme/birds"])
+    assert r.exit_code == 1 and "holds no dkgzsl bundle" in r.stderr  # nothing to mistake for a bundle
+    assert push(other, "acme/birds").exit_code == 0  # the retry completes it
     r = push(other, "acme/cats", "--json")
     assert r.exit_code == 0 and hub.repos["acme/cats"].refs["main"] == json.loads(r.stdout)["commit"] != first
 
