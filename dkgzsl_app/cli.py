@@ -368,6 +368,7 @@ def reproduce(
     out: Path = typer.Option(..., "--out", help="Folder for results.md, results.json and the run (OUT/run/bundle)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="FIELD=VALUE: override a training setting of the preset (repeatable), e.g. --set epochs=10."),
     partial: bool = typer.Option(False, "--partial", help="Use the photos of a partial download (not the proposed split: the table says so)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted reproduce run in --out (same options)."),
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
@@ -392,10 +393,11 @@ def reproduce(
     words += (["--backbone", backbone] if backbone else []) + [w for item in set_ or [] for w in ("--set", item)]
     words += (["--backbone-weights", backbone_weights] if backbone_weights != "auto" else []) + \
         (["--partial"] if partial else []) + (["--device", device] if device != "auto" else []) + ["--out", str(out)]
+    words += ["--resume"] if resume else []
     with TrainProgress(enabled=not as_json) as bar:
         result = run(plan, root, out, dev, backbone_weights, partial, shlex.join(words), warn=_warn,
                      progress=_extraction_progress, on_epoch=bar.on_epoch, train_progress=bar.advance,
-                     cache=FeatureCache(feature_cache_file(), warn=_warn))
+                     cache=FeatureCache(feature_cache_file(), warn=_warn), resume=resume)
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -18,6 +18,7 @@ from .models.errors import BundleError, UsageError
 
 PRESETS_FILE = Path(__file__).resolve().parent / "datasets" / "presets.json"
 METRICS = ("U", "S", "H", "CZSL", "AUSUC")
+RANDOM_TAG = "random-init-seed0"  # --backbone-weights none: timm's initialisation under torch.manual_seed(0)
 
 
 def load_presets() -> dict:
@@ -83,8 +84,14 @@ def make_backbone(timm_name: str, weights: str = "auto"):
     be had."""
     from .models.backbone import OFFLINE, create_backbone
 
-    if weights == "none":
-        return create_backbone(timm_name, weights="none")
+    if weights == "none":  # seeded, and tagged so: the same weights every run (cache, --resume), never mixed up
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            bb = create_backbone(timm_name, weights="none")
+        bb.config.pretrained_tag = RANDOM_TAG
+        return bb
     if timm_name in OFFLINE:
         return create_backbone(timm_name, weights="offline")
     try:
@@ -144,8 +151,9 @@ def training_config(plan: Plan):
 
 def run(plan: Plan, root: Path, out: Path, device: str = "cpu", weights: str = "auto", partial: bool = False,
         command: str = "", warn: Callable[[str], None] = print, progress=None, on_epoch=None,
-        train_progress=None, cache=None) -> dict:
-    """Extract, train, select, evaluate and write ``out/results.md``; returns the results dict."""
+        train_progress=None, cache=None, resume: bool = False) -> dict:
+    """Extract, train, select, evaluate and write ``out/results.md``; returns the results dict. ``resume``
+    continues an interrupted run in ``out/run`` exactly (the features come from the cache)."""
     from .datasets import feature_set_from_dataset, load_dataset
     from .models.bundle import load_bundle
     from .trainer.evaluate import evaluate_bundle
@@ -158,8 +166,8 @@ def run(plan: Plan, root: Path, out: Path, device: str = "cpu", weights: str = "
     bb = make_backbone(plan.timm_name, weights)
     fs = feature_set_from_dataset(ds, bb, device, cache, warn=warn, progress=progress, kind=feature_kind(cfg))
     extracted = time.monotonic()
-    outcome = train_bundle(fs, cfg, out / "run", device=device, backbone=bb.config, threads=TRAIN_THREADS,
-                           on_epoch=on_epoch, progress=train_progress)
+    outcome = train_bundle(fs, cfg, out / "run", resume=resume, device=device, backbone=bb.config,
+                           threads=TRAIN_THREADS, on_epoch=on_epoch, progress=train_progress)
     bundle = load_bundle(outcome.bundle_dir)
     metrics = evaluate_bundle(bundle, fs)
     result = {"dataset": ds.name, "split": ds.split, "method": plan.method, "backbone": plan.timm_name,

@@ -24,6 +24,7 @@ def few_classes(tmp_path):
     return make_cub(tmp_path, only={**dict.fromkeys(train[:3] + val[:1], 3), **dict.fromkeys(unseen[:2], 2)})
 
 
+@pytest.mark.timeout(900)  # ~20 s of CPU; minutes on a loaded 2-core machine
 def test_reproduce_runs_end_to_end_on_a_fake_cub(tmp_path):
     root, out = few_classes(tmp_path / "data"), tmp_path / "out"
     res = CliRunner().invoke(app, ["reproduce", "cub", "--root", str(root), "--backbone", "test_resnet",
@@ -31,7 +32,7 @@ def test_reproduce_runs_end_to_end_on_a_fake_cub(tmp_path):
                                    "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.output.strip().splitlines()[-1])
-    assert result["method"] == "dkgzsl" and result["split"] == "partial" and result["backbone_weights"] == "random"
+    assert result["method"] == "dkgzsl" and result["split"] == "partial" and result["backbone_weights"] == "random-init-seed0"
     assert result["n_photos"] == {"trainval": 8, "test_seen": 4, "test_unseen": 4}
     for k in ("U", "S", "H", "CZSL", "AUSUC"):
         assert 0.0 <= result["metrics"][k] <= 1.0
@@ -45,6 +46,13 @@ def test_reproduce_runs_end_to_end_on_a_fake_cub(tmp_path):
     assert "dkgzsl train --dataset cub" in md and "--epochs 2 --teacher-epochs 1" in md
     assert f"dkgzsl evaluate --model local-dir:{out / 'run' / 'bundle'} --dataset cub" in md
     assert json.loads((out / "results.json").read_text())["metrics"] == result["metrics"]
+    again = ["reproduce", "cub", "--root", str(root), "--backbone", "test_resnet", "--backbone-weights", "none",
+             "--partial", "--device", "cpu", *TINY, "--out", str(out), "--json"]
+    res = CliRunner().invoke(app, again)
+    assert res.exit_code == 1 and "already holds a run; pass --resume" in res.output
+    res = CliRunner().invoke(app, again + ["--resume"])  # a finished run resumes to the same bundle and figures
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["metrics"] == result["metrics"]
 
 
 def test_results_sit_beside_the_published_row():
@@ -89,6 +97,7 @@ def test_bad_overrides_and_names_are_usage_errors():
         training_config(make_plan("cub", "d3gzsl", None, {"epochs": 0}))
 
 
+@pytest.mark.timeout(900)  # ~20 s of CPU; minutes on a loaded 2-core machine
 def test_train_and_evaluate_read_a_data_set(tmp_path):
     """`train --dataset` then `evaluate --dataset` (the offline lite0 backbone: evaluate rebuilds the bundle's)."""
     root, run = few_classes(tmp_path / "data"), tmp_path / "run"
