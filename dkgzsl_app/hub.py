@@ -196,7 +196,6 @@ def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool =
             if other:
                 raise DkgzslError(f"hf-hub:{repo_id} already exists and holds files that are not part of a dkgzsl "
                                   f"bundle ({', '.join(other[:5])}); push to a new repository name.") from None
-        parent = None
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         parent = api.repo_info(repo_id, revision=revision).sha  # a concurrent push makes the commit fail

@@ -43,6 +43,7 @@ def files_on(server, repo_id, rev="main"):
     return repo.files(repo.resolve(rev))
 
 
+@pytest.mark.timeout(900)  # ~30 s on a quiet 2-core machine; trains on photos, so it slows most under load
 def test_train_push_download_classify_round_trip(hub, photos, tmp_path, monkeypatch):  # noqa: F811
     out = tmp_path / "run"
     r = runner.invoke(app, ["train", "--images", str(photos / "train"), "--attributes", str(photos / "classes.csv"),
