@@ -149,6 +149,9 @@ def _check_config(config: ModelConfig, origins: list[str], where: Path) -> None:
         problems.append("a bundle needs at least one seen class")
     if not math.isfinite(config.calibration):
         problems.append(f"calibration {config.calibration} is not a finite number")
+    from .openset import check_records
+
+    problems += check_records(config)
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
 

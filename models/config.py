@@ -29,6 +29,7 @@ class GeneratorConfig:
 
 
 CE_GZSL_KEYS = ("kind", "embed_dim", "proj_dim", "comparator_dim")  # GeneratorConfig's, written for ce-gzsl only
+OPTIONAL_KEYS = ("confidence", "open_set")  # ModelConfig's, written only when set
 
 
 @dataclass
@@ -81,6 +82,9 @@ class ModelConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
+    # optional, written only when set (older dkgzsl versions refuse unknown fields); models/openset.py:
+    confidence: dict[str, Any] | None = None  # {"temperature": T, "photos", "fitted_on"}: the confidence's T
+    open_set: dict[str, Any] | None = None  # {"score", "threshold", "keep", "photos", "fitted_on"}: rejection
 
     @property
     def attr_dim(self) -> int:
@@ -99,6 +103,9 @@ class ModelConfig:
         if self.generator.kind == "clswgan":  # f-CLSWGAN's config.json as before CE-GZSL: older versions read it
             for key in CE_GZSL_KEYS:
                 del d["generator"][key]
+        for key in OPTIONAL_KEYS:  # a bundle without them writes the config.json of before
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod

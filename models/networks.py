@@ -158,3 +158,17 @@ class ZSLModel(nn.Module):
         """Unified-classifier probabilities over all classes (B, C) for raw backbone features."""
         _, logits = self.student(self.student_features(self.visual(raw)))
         return torch.softmax(logits / tau, dim=1)
+
+    open_set_default = "prototype"  # the open-set score `train` fits a threshold for (models/openset.py)
+
+    def open_set_scores(self, raw: torch.Tensor, tau: float = 1.0, attribute_norm: str = "l2") -> dict:
+        """Open-set scores (B,) for raw backbone features, higher = more like the model's classes: msp,
+        max_logit and energy of the unified classifier, and ``prototype``, the cosine of v to the nearest
+        class's mean generated feature (models/openset.py)."""
+        from .openset import generated_prototypes, logit_scores, nearest_cosine
+
+        v = self.visual(raw)
+        _, logits = self.student(self.student_features(v))
+        out = logit_scores(logits, tau)
+        out["prototype"] = nearest_cosine(v, generated_prototypes(self, attribute_norm))
+        return out

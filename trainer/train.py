@@ -198,9 +198,28 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
     if finetuned_from is not None:
         provenance["finetuned_from"] = finetuned_from
     config = model_config(fs, cfg, gamma, provenance, backbone, res.model.options_dict())
+    open_idx = held if held is not None else (vs.val_seen if cfg.select == "val" else None)
+    if open_idx is not None and len(open_idx):
+        _fit_open_set(config, res, fs, open_idx, "held-out seen training photos" if held is not None
+                      else "validation photos of seen classes (also in the final run's training set)", photos, device)
     bundle_dir = save_bundle(res.model, config, run_dir / "bundle",
                              backbone_state=res.backbone if res.backbone is not None else backbone_weights)
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
+
+
+def _fit_open_set(config: ModelConfig, res, fs: FeatureSet, idx: np.ndarray, fitted_on: str, photos,
+                  device: str) -> None:
+    """The bundle's open-set threshold and confidence temperature (models/openset.py), fitted on the final
+    model's scores of ``idx``: photos of seen classes only."""
+    from ..models.openset import fit_records
+
+    if res.backbone is not None:  # the photos through the final backbone
+        dev = torch.device(device)
+        raw = photos.features(photos.copy_to(dev, res.backbone), torch.from_numpy(idx), dev, fs.kind).cpu()
+    else:
+        raw = torch.from_numpy(np.ascontiguousarray(fs.features[idx], np.float32 if fs.kind == "pooled" else None))
+    config.open_set, config.confidence = fit_records(res.model, config, raw, np.asarray(fs.labels)[idx],
+                                                     fitted_on=fitted_on)
 
 
 def iterations_per_epoch(n_images: int, batch_size: int) -> int:

@@ -165,6 +165,19 @@ class MSDNModel(nn.Module):
         """A pooled feature (B, C): the mean of the attribute-based visual features (attention-weighted regions)."""
         return self(raw).local.mean(1)
 
+    open_set_default = "attribute_cosine"  # the open-set score `train` fits a threshold for (models/openset.py)
+
+    def open_set_scores(self, raw: torch.Tensor, tau: float = 1.0, attribute_norm: str = "l2") -> dict:
+        """Open-set scores (B,), higher = more like the model's classes: msp, max_logit and energy of the class
+        logits, and ``attribute_cosine``, the cosine of the fused attribute scores to the nearest class
+        attribute vector (models/openset.py). ``attribute_norm`` is unused: MSDN compares L2-normalised rows."""
+        from ..openset import logit_scores, nearest_cosine
+
+        s = self.attribute_scores(raw)  # (B, A)
+        out = logit_scores(self.compatibility(s), tau)
+        out["attribute_cosine"] = nearest_cosine(s, self.class_attributes)
+        return out
+
     def options_dict(self) -> dict:
         return self.options.to_dict()
 
