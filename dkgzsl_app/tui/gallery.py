@@ -136,11 +136,16 @@ class GalleryGrid(Widget):
         """The cursor was moved with the mouse."""
 
 
+def score(row: Row) -> float:
+    """The top class's calibrated confidence (issue 16), or its probability in results written before it."""
+    return (getattr(row.top, "confidence", None) or row.top.probability) if row.top else -1.0
+
+
 def confidence(row: Row) -> str:
     """``0.83``, and what a person said: ``✓`` reviewed, ``✎ class`` corrected."""
     if row.pred.error or row.top is None:
         return "error"
-    text = f"{row.top.probability:.2f}"
+    text = f"{score(row):.2f}"
     if row.correction == row.top.name:
         return text + " ✓"
     if row.correction:
@@ -236,7 +241,7 @@ class Gallery(Screen):
     def members(self, name: str) -> list[Row]:
         rows = [r for r in self.app.results.rows.values() if (r.label or "error") == name]
         if self.low_first:  # lowest confidence first; errors before everything
-            return sorted(rows, key=lambda r: (r.top.probability if r.top else -1.0, r.name))
+            return sorted(rows, key=lambda r: (score(r), r.name))
         return sorted(rows, key=lambda r: (r.name, r.pred.path))
 
     def current(self) -> Row | None:
