@@ -419,12 +419,12 @@ EXIT_SOME_FAILED, EXIT_NO_IMAGES = 3, 4
 
 @app.command()
 def classify(
-    paths: list[str] = typer.Argument(..., help="Photos, folders or glob patterns."),
+    paths: Optional[list[str]] = typer.Argument(None, help="Photos, folders or glob patterns (and/or --files-from)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundle: hf-hub:ORG/NAME[@REV], local-dir:PATH, a folder, or a bundled model name."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local Hub cache (no network)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Classes to report per photo."),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv, json or jsonl."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    fmt: Optional[Format] = typer.Option(None, "--format", "-f", help="table, csv, json or jsonl (default: the --output file's suffix, else table)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout (csv and jsonl: row by row as photos finish)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(32, min=1, help="Photos per forward pass (halved automatically on GPU out-of-memory)."),
     workers: int = typer.Option(2, min=0, help="DataLoader processes decoding photos."),
@@ -433,6 +433,10 @@ def classify(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     tui: bool = typer.Option(False, "--tui", help="Classify inside the terminal UI (see dkgzsl browse); --output gets the final results."),
     precision: Precision = typer.Option(Precision.auto, "--precision", help=_PRECISION_HELP + " JSON/JSONL rows record it."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", help="Also the photos listed in this file: one path per line, or a CSV with a 'path' column; - reads stdin."),
+    resume: bool = typer.Option(False, "--resume", help="Carry on an interrupted -o FILE (csv/jsonl): photos already in it are skipped; the model and settings must match."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only the K-th of N equal parts of the photo list (job arrays); join the parts with dkgzsl merge."),
+    chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Photos per chunk: rows are written and flushed (and resumable) per chunk."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
@@ -443,9 +447,17 @@ def classify(
     from .classify import Prediction
     from .images import collect_images
     from .models.atomic import check_writable_file
+    from .stream import parse_shard, read_file_list
 
+    fmt = fmt or next((f for f in Format if output is not None and output.suffix == f".{f.value}"), Format.table)
+    shard_kn = parse_shard(shard)
+    if resume and (output is None or fmt.value not in ("csv", "jsonl")):
+        _fail("--resume carries on an output file: give -o FILE with --format csv or jsonl.", 2)
     if output is not None:
         check_writable_file(output, "output file (-o)", example=f"results.{'txt' if fmt == Format.table else fmt.value}")
+    paths = list(paths or []) + (read_file_list(files_from) if files_from else [])
+    if not paths:
+        _fail("no photos given: name photos, folders or glob patterns, or a list with --files-from LIST.", 2)
     found = collect_images(paths, recursive)
     for w in found.warnings:
         _warn(w)
@@ -465,7 +477,11 @@ def classify(
             _write_predictions(preds + missing, fmt, output)
         return
     from .classify import load
+    from .stream import classify_photos, distributed
 
+    dist = distributed(output, fmt.value, shard_kn)  # under torchrun: this rank's shard, part file, device
+    if dist is not None:
+        device, output, shard_kn = dist.device(device), dist.part, dist.shard
     clf = load(model, device, offline, precision.value)
     cache = None
     if not no_cache:
@@ -473,18 +489,39 @@ def classify(
         from .locations import feature_cache_file
 
         cache = FeatureCache(feature_cache_file(), warn=_warn)
-    with photo_progress(len(found.images)) as tick:
-        preds = clf.classify([str(p) for p in found.images], top_k, calibration, batch_size, workers, tick,
-                             cache=cache)
-    for p in preds:
-        if p.error:
-            _warn(f"{p.path}: {p.error}")
-    preds += missing  # already warned about by collect_images
-    _write_predictions(preds, fmt, output)
-    failed = sum(1 for p in preds if p.error)
-    if failed:
-        typer.secho(f"{failed} of {len(preds)} files could not be classified.", fg="yellow", err=True)
+    table = []  # the table is drawn whole at the end; csv, json and jsonl are written as chunks finish
+    summary = classify_photos(clf, [str(p) for p in found.images], missing, fmt.value, output, model=model,
+                              top_k=top_k, calibration=calibration, batch_size=batch_size, workers=workers,
+                              cache=cache, chunk=chunk_size, resume=resume, shard=shard_kn, warn=_warn,
+                              keep=table if fmt == Format.table else None, progress=not (dist and dist.rank),
+                              peers=dist.peers(len(found.images) + len(missing)) if dist else None)
+    if fmt == Format.table:
+        _write_predictions(table, fmt, output)
+    if dist is not None:
+        summary = dist.finish(summary)  # rank 0 merges the parts into -o; the others are done
+        if dist.rank:
+            return
+    if summary.failed or output is not None:
+        typer.secho(summary.line(), fg="yellow" if summary.failed else None, err=True)
+    if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def merge(
+    output: Path = typer.Argument(..., help="The merged results file."),
+    shards: list[Path] = typer.Argument(..., help="Every shard's file (classify --shard K/N -o FILE), any order."),
+) -> None:
+    """Join the files of classify --shard 1/N … N/N runs into one: the file one unsharded run writes.
+
+    Each shard must be complete and made by the same model and settings (their run records are checked)."""
+    from .models.atomic import check_writable_file
+    from .stream import merge as merge_shards
+
+    check_writable_file(output, "merged file", example="results.jsonl")
+    run = merge_shards(output, shards)
+    typer.secho(f"{run['rows']} photo(s) from {len(shards)} shard(s): {run['rows'] - run['failed']} classified, "
+                f"{run['failed']} failed → {output}", err=True)
 
 
 def _write_predictions(preds, fmt: "Format", output: Optional[Path]) -> None:

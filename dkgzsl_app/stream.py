@@ -453,6 +453,10 @@ def classify_photos(clf, images: list[str], missing: list, fmt: str, output=None
     skip = 0  # photos at the start of the first chunk whose rows the file has already
     if existing is not None:
         done = existing.done
+        if existing.rows and not any(p in done for p in images) and not any(m.path in done for m in missing):
+            raise UsageError(f"cannot resume {output}: none of its {existing.rows} row(s) names a photo of this run. "
+                             "Paths are compared as written: resume from the same folder with the same PHOTOS "
+                             "arguments (or --files-from list), or write to a new file.")
         d = 0
         while d < len(images) and images[d] in done:
             d += 1
@@ -612,14 +616,16 @@ class Distributed:
         whole run's summary; other ranks return their own."""
         import torch.distributed as dist
 
-        dist.barrier()  # every part is complete (rank 0 waited for their records before coming here)
+        unknown = [None] * self.world  # also the meeting point: every part is complete after it
+        dist.all_gather_object(unknown, summary.unknown)
         if self.rank == 0:
             parts = [part_file(self.output, k, self.world) for k in range(1, self.world + 1)]
             merged = merge(self.output, parts)
             for p in parts:
                 p.unlink(missing_ok=True)
                 run_file(p).unlink(missing_ok=True)
-            summary = Summary(rows=merged["rows"], failed=merged["failed"], unknown=summary.unknown,
+            flags = [u for u in unknown if u is not None]
+            summary = Summary(rows=merged["rows"], failed=merged["failed"], unknown=sum(flags) if flags else None,
                               earlier=0, output=str(self.output))
         dist.barrier()  # the merged file is there before any rank exits
         dist.destroy_process_group()
