@@ -77,17 +77,19 @@ def safe_name(name: str) -> str:
     return out or "_unnamed"
 
 
-def resolve_source(path: str, results_file: Path) -> Path:
-    """A results file's photo path: absolute as written, else relative to the current folder where the
-    photo is there, else to the results file's folder."""
+def candidates(path: str, results_file: Path) -> list[Path]:
+    """Where a results file's photo may be: as written if absolute, else relative to the current folder,
+    then to the results file's folder."""
     p = Path(path)
     if p.is_absolute():
-        return p
-    here = Path.cwd() / p
-    if here.exists():
-        return here.absolute()
-    beside = results_file.parent / p
-    return (beside if beside.exists() else here).absolute()
+        return [p]
+    return [(Path.cwd() / p).absolute(), (results_file.parent / p).absolute()]
+
+
+def resolve_source(path: str, results_file: Path) -> Path:
+    """The first of ``candidates`` that exists (else the first)."""
+    found = candidates(path, results_file)
+    return next((c for c in found if c.exists()), found[0])
 
 
 def _unique(folder: Path, name: str, taken: set[str]) -> str:
@@ -145,9 +147,9 @@ def plan(preds: list, corrections: dict[str, str], into: Path, mode: str, min_co
     taken = {e.dest for e in (manifest or {}).get("entries", []) if e.status != "undone"}
     out = []
     for p in preds:
+        if any(str(c) in have for c in candidates(p.path, results_file)):
+            continue  # filed before (after a --move its source is gone, so look under every name it may have)
         src = resolve_source(p.path, results_file)
-        if str(src) in have:
-            continue
         have.add(str(src))
         folder = folder_for(p, corrections.get(p.path), min_confidence)
         out.append(Entry(str(src), _unique(into / folder, src.name, taken), folder, mode))

@@ -209,3 +209,16 @@ def test_sort_usage_errors(photos, tmp_path):
     assert sort_cli(results, "--into", tmp_path / "s", "--min-confidence", "2").exit_code == 2
     r = sort_cli("--undo", tmp_path / "nowhere.json")
     assert r.exit_code == 1 and "no sort manifest" in r.output
+
+
+def test_rerunning_a_move_with_paths_relative_to_the_results_file_files_nothing_twice(photos, tmp_path, monkeypatch):
+    folder, _ = photos
+    results = write_results(tmp_path / "rel.jsonl", Path("photos"))  # relative paths: photos/<name>
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the paths resolve beside the results file, not here
+    into = tmp_path / "sorted"
+    assert sort_cli(results, "--into", into, "--move").exit_code == 0
+    assert filed(into) == EXPECTED and snapshot(folder) == {}
+    r = sort_cli(results, "--into", into, "--move")  # the sources are gone now: not "missing", just done
+    assert r.exit_code == 0 and "0 photos" in r.output, r.output
