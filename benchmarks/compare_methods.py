@@ -178,7 +178,7 @@ def run_row(row: str, set_name: str, train, tests: list, runs: Path) -> dict:
     load0 = os.getloadavg()
     if fields is None:
         t = time.perf_counter()
-        per = [ridge(combined(train, test), 0) for test in tests]
+        per = [ridge(train if test is train else combined(train, test), 0) for test in tests]  # proxies: one set
         secs, cpu, extra = time.perf_counter() - t, None, {"lambda": [p["lambda"] for p in per]}
     else:
         recipe = RECIPES["msdn"] if row in REGION_ONLY else RECIPES["proxy" if set_name in PROXY else "rendered"]
@@ -246,6 +246,10 @@ def table(results: dict) -> str:
             if pub:
                 cells.append(published_cell(r["row"], set_name))
             lines.append("| " + " | ".join(cells) + " |")
+        for r in ROWS:
+            if (set_name, r) not in results and not (pub and r in REGION_ONLY):
+                lines.append(f"| {ROWS[r][0]} | not run yet (rerun the command: it trains the rows missing) | "
+                             + " | ".join(["–"] * 8) + (f" | {published_cell(r, set_name)} |" if pub else " |"))
         if pub:
             for r in REGION_ONLY:
                 lines.append(f"| {ROWS[r][0]} | needs region maps (not in xlsa17 files) | " + " | ".join(["–"] * 8)
