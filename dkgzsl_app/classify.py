@@ -20,6 +20,8 @@ class Guess:
     origin: str  # seen | unseen | user
     score: float  # calibrated: probability minus γ for seen classes
     probability: float
+    confidence: float | None = None  # softmax((probability − γ·seen) / T) over all classes: in [0, 1], sums to 1
+    #   (models/openset.py); None in results files written before it
 
 
 @dataclass
@@ -28,6 +30,11 @@ class Prediction:
     top: list[Guess] = field(default_factory=list)
     error: str = ""  # why the file could not be classified ("" when it was)
     precision: str = ""  # the backbone's precision that made the features (fp32 | bf16 | fp16); "" if unknown
+    unknown: bool | None = None  # open-set rejection: looks like none of the model's classes (top[0] is the best
+    #   guess); None when not checked (the bundle has no threshold, or --no-reject)
+    open_set_score: float | None = None  # the bundle's open-set score (config.open_set), when it has a threshold
+    calibration: float | None = None  # γ subtracted from seen classes' probabilities (score = probability − γ)
+    temperature: float | None = None  # T of the confidence softmax
     model: str = ""  # the model that scored it: hf-hub:ORG/NAME, else the --model value (hub.model_record)
     model_commit: str = ""  # the Hub commit its weights came from; "" for a local bundle
 
@@ -46,6 +53,7 @@ class Classifier:
     one the backbone runs in (fp32, bf16 or fp16 on CUDA; see ``precision.py``)."""
 
     model_id = model_commit = ""  # set by load(): what results files record (Prediction.model, .model_commit)
+    reject = True  # flag photos `unknown` when the bundle has an open-set threshold (classify --no-reject: False)
 
     def __init__(self, bundle, backbone, device: str = "cpu", user_classes: bool = True, precision: str = "auto"):
         from .precision import resolve_precision
@@ -78,8 +86,10 @@ class Classifier:
                               self.precision, kind=self.bundle.config.feature_kind)
 
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
-                 workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None) -> list[Prediction]:
-        """Predictions for paths or PIL images, in input order; unreadable files get ``error`` set."""
+                 workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None,
+                 reject: bool | None = None) -> list[Prediction]:
+        """Predictions for paths or PIL images, in input order; unreadable files get ``error`` set.
+        ``reject`` (default ``self.reject``): flag photos below the bundle's open-set threshold ``unknown``."""
         import math
 
         import torch
@@ -102,13 +112,42 @@ class Classifier:
             with torch.inference_mode():
                 probs = self.model.class_scores(feats, cfg.head.tau_student).float().cpu()  # (N, C)
             scores = probs - gamma * seen
+            conf, temperature = self._confidence(probs, seen, gamma)
+            open_set = self._open_set(feats, reject)
             k = max(1, min(top_k, len(cfg.class_names)))
             top = scores.topk(k, dim=1)
             for row, i in enumerate(order):
-                preds[i].precision = self.precision
-                preds[i].top = [Guess(cfg.class_names[c], self.bundle.origins[c], float(s), float(probs[row, c]))
+                preds[i].precision, preds[i].calibration, preds[i].temperature = self.precision, gamma, temperature
+                preds[i].top = [Guess(cfg.class_names[c], self.bundle.origins[c], float(s), float(probs[row, c]),
+                                      float(conf[row, c]))
                                 for s, c in zip(top.values[row].tolist(), top.indices[row].tolist())]
+                if open_set is not None:
+                    preds[i].open_set_score = float(open_set[row])
+                    preds[i].unknown = bool(open_set[row] < cfg.open_set["threshold"])
         return preds
+
+    def _confidence(self, probs, seen, gamma: float):
+        """The readable confidence (N, C), softmax((p − γ·seen) / T), and T: the bundle's, else the default
+        (models/openset.py)."""
+        from .models.openset import DEFAULT_TEMPERATURE, confidence
+
+        t = float((self.bundle.config.confidence or {}).get("temperature") or DEFAULT_TEMPERATURE)
+        return confidence(probs, seen, gamma, t), t
+
+    def _open_set(self, feats, reject: bool | None):
+        """The bundle's open-set score (N,) when it has a threshold and rejection is on, else None."""
+        import torch
+
+        cfg = self.bundle.config
+        if not cfg.open_set or not (self.reject if reject is None else reject):
+            return None
+        with torch.inference_mode():
+            got = self.model.open_set_scores(feats, cfg.head.tau_student, cfg.attribute_norm)
+        name = cfg.open_set["score"]
+        if name not in got:
+            raise BundleError(f"{self.bundle.path}: open_set.score {name!r} is not one {cfg.method} computes "
+                              f"({', '.join(got)}); re-fit it (dkgzsl calibrate-openset).")
+        return got[name].float().cpu()
 
 
 def load(source: str, device: str = "auto", offline: bool = False, precision: str = "auto") -> Classifier:

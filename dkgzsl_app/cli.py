@@ -13,6 +13,7 @@ import typer
 from . import __version__
 from .sources import DEFAULT_MODEL
 from .cli_classes import register as register_class_commands
+from .cli_openset import register as register_openset_commands
 from .cli_util import DkgzslGroup, fail as _fail, finite as _finite, warn as _warn
 from .progress import photo_progress
 from .trainer.config import CHOICES, TrainConfig
@@ -437,6 +438,7 @@ def classify(
     resume: bool = typer.Option(False, "--resume", help="Carry on an interrupted -o FILE (csv/jsonl): photos already in it are skipped; the model and settings must match."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only the K-th of N equal parts of the photo list (job arrays); join the parts with dkgzsl merge."),
     chunk_size: int = typer.Option(256, "--chunk-size", min=1, help="Photos per chunk: rows are written and flushed (and resumable) per chunk."),
+    no_reject: bool = typer.Option(False, "--no-reject", help="Never flag a photo `unknown` (like none of the classes), even when the model has an open-set threshold."),
 ) -> None:
     """Classify photos into seen, unseen and user-added classes.
 
@@ -483,6 +485,7 @@ def classify(
     if dist is not None:
         device, output, shard_kn = dist.device(device), dist.part, dist.shard
     clf = load(model, device, offline, precision.value)
+    clf.reject = not no_reject
     cache = None
     if not no_cache:
         from .cache import FeatureCache
@@ -686,6 +689,7 @@ def sort_cmd(
 models_app = typer.Typer(help="Model bundles: in the Hub cache, on the Hub, on disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 register_class_commands(app)  # add-class, classes list|show|export|remove|rename
+register_openset_commands(app)  # calibrate-openset
 
 
 @models_app.command("list")

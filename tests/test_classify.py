@@ -86,7 +86,7 @@ def test_cli_formats_to_a_file(bundle_dir, photos, tmp_path, fmt):
     assert r.exit_code == 0, r.output
     text = out.read_text()
     if fmt == "csv":
-        assert text.splitlines()[0] == "path,class,origin,score,probability,top_k,error" and len(text.splitlines()) == 3
+        assert text.splitlines()[0] == "path,class,origin,score,probability,top_k,error,confidence,unknown" and len(text.splitlines()) == 3
     elif fmt == "json":
         assert [len(row["top_k"]) for row in json.loads(text)] == [3, 3]
     else:

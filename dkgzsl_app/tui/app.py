@@ -31,6 +31,7 @@ ACTIONS = [  # (action, palette title, help) — one command palette entry per a
     ("reverse", "Sort: reverse", "Reverse the order of the rows"),
     ("filter_text", "Filter by text", "Show rows whose file, class or truth contains the text"),
     ("filter_class", "Filter by class", "Show the photos of one class only"),
+    ("filter_unknown", "Filter: unknown photos (again: all)", "Photos like none of the classes: flagged by the model or marked unknown"),
     ("clear_filters", "Clear filters", "Show every row again"),
     ("next_low", "Jump to next low-confidence prediction", "Rows whose top probability is below 0.5"),
     ("correct", "Correct the selected prediction(s)", "Pick the right class for this photo or the selected ones"),
@@ -73,6 +74,7 @@ class BrowseApp(App):
         Binding("question_mark", "help", "help"),
         Binding("slash", "filter_text", "find"),
         Binding("c", "filter_class", "class"),
+        Binding("o", "filter_unknown", "unknown only", show=False),
         Binding("s", "sort", "sort", show=False),  # also: click a column header
         Binding("r", "reverse", "reverse", show=False),
         Binding("l", "next_low", "low", show=False),  # the gallery (v) shows low confidence first
@@ -331,6 +333,12 @@ class BrowseApp(App):
                 self.refresh_table()
 
         self.push_screen(ClassPicker("Show one class", choices, self.results.class_filter), done)
+
+    def action_filter_unknown(self) -> None:
+        from .openset import FLAGGED
+
+        self.results.class_filter = None if self.results.class_filter == FLAGGED else FLAGGED
+        self.refresh_table()
 
     def action_clear_filters(self) -> None:
         """escape: first the selection, then the filters."""

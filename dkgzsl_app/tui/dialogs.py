@@ -93,6 +93,7 @@ HELP_KEYS = [  # (keys, what they do): every binding of the browser, including t
     ("↑ ↓ j k g G", "move through the photos (g G: first, last); the pane shows the photo"),
     ("s  r", "sort: file → class → score → seen/unseen; reverse the order"),
     ("/  c", "find: rows whose file, class or truth has the text; one class only"),
+    ("o", "only the unknown photos: flagged by the model, or marked (again: all)"),
     ("l", "jump to the next low-confidence prediction"),
     ("space", "select this photo (●); corrections then act on every selected one"),
     ("shift+up shift+down", "select a range of photos"),
@@ -111,7 +112,7 @@ HELP_KEYS = [  # (keys, what they do): every binding of the browser, including t
 HELP_COLUMNS = [  # (column, what it means)
     ("origin", "seen classes had training photos, unseen ones only an attribute description, user ones "
                "were added later"),
-    ("score", "the calibrated probability (γ subtracted for seen classes); yellow below 0.5"),
+    ("score", "the confidence (calibrated, sums to 1 over the classes); yellow below 0.5 probability"),
     ("truth", "the class in a labelled file name (<class>__0001.jpg), red when it differs"),
 ]
 

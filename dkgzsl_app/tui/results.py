@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..classify import Guess, Prediction
 from ..models.atomic import atomic_write_bytes
-from ..sort import UNKNOWN  # the correction "none of the classes" (dkgzsl sort files it under _unknown)
+from ..sort import UNKNOWN  # noqa: F401 (re-exported: the correction "none of the classes"; sort files it in _unknown)
 
 SORTS = ("file", "class", "score", "origin")
 LOW_CONFIDENCE = 0.5  # a top-1 probability below this is "low confidence"
@@ -103,7 +103,12 @@ class ResultSet:
         return {r.pred.path: r for r in self.rows.values()}
 
     def matches(self, row: Row) -> bool:
-        if self.class_filter and self.class_filter not in (row.label, row.top.name if row.top else None):
+        from .openset import FLAGGED, flagged
+
+        if self.class_filter == FLAGGED:  # key o: the unknown photos (open-set rejection, issue 16)
+            if not flagged(row):
+                return False
+        elif self.class_filter and self.class_filter not in (row.label, row.top.name if row.top else None):
             return False
         if self.text_filter:
             hay = " ".join(filter(None, (row.pred.path, row.label, row.truth, row.pred.error))).lower()

@@ -5,6 +5,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from .openset import flagged_text, shown_score
 from .results import Row
 
 ORIGIN_STYLE = {"seen": "green", "unseen": "magenta", "user": "cyan"}
@@ -27,7 +28,7 @@ def class_text(row: Row) -> str:
         return "error: " + row.pred.error
     if row.correction and row.correction != row.top.name:
         return "✎ " + row.correction
-    return ("✓ " if row.correction else "") + row.top.name
+    return flagged_text(row) or ("✓ " if row.correction else "") + row.top.name
 
 
 def cells(row: Row, widths: dict[str, int], selected: bool = False) -> list:
@@ -39,7 +40,7 @@ def cells(row: Row, widths: dict[str, int], selected: bool = False) -> list:
         return [sel, photo, Text(fit("error: " + row.pred.error, widths["class"]), style="red"), "", "",
                 fit(row.truth or "", widths["truth"])]
     top = row.top
-    score = Text(f"{top.score:6.3f}", style="yellow" if row.low_confidence else "")
+    score = Text(f"{shown_score(top):6.3f}", style="yellow" if row.low_confidence else "")
     truth = Text(fit(row.truth or "", widths["truth"]), style="dim" if row.truth == row.label else "bold red")
     style = "bold cyan" if row.correction and row.correction != top.name else "green" if row.correction else ""
     cls = Text(fit(class_text(row), widths["class"]), style=style)
