@@ -73,7 +73,7 @@ def test_empty_features_folder_says_what_is_expected(tmp_path):
 
 def test_bad_option_values(features, tmp_path):
     r = runner.invoke(app, ["train", "--features", str(features), "--out", str(tmp_path), "--batch-size", "0"])
-    assert r.exit_code == 2 and "batch_size" in r.output
+    assert r.exit_code == 2 and "--batch-size" in r.output
     r = runner.invoke(app, ["train", "--features", str(features), "--out", str(tmp_path), "--device", "tpu"])
     assert r.exit_code == 2 and "--device tpu" in r.output
 
