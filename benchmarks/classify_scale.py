@@ -59,17 +59,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/classify_scale.json"))
     ap.add_argument("--speed-photos", type=int, default=None, help="photos for the photos/s runs")
+    ap.add_argument("--sizes", default=None, help="photo counts for the memory runs, e.g. 1000,20000")
+    ap.add_argument("--photos", default=None, help="a base folder of photos already cached in --home (skips rendering)")
+    ap.add_argument("--home", default=None, help="DKGZSL_HOME to use (its feature cache), copied")
+    ap.add_argument("--no-speed", action="store_true", help="memory runs only")
     args = ap.parse_args()
     sizes = (200, 2000) if args.quick else (1000, 20000)
+    if args.sizes:
+        sizes = tuple(int(x) for x in args.sizes.split(","))
     speed_n = args.speed_photos or (96 if args.quick else 288)
 
     work = Path(tempfile.mkdtemp(prefix="dkgzsl-scale-"))
     env = {**os.environ, "DKGZSL_HOME": str(work / "home")}
     try:
-        base_dir = work / "base"
-        per_class = max(1, -(-speed_n // 48))
-        subprocess.run([*DKGZSL, "demo", str(base_dir), "--per-class", str(per_class), "--seed", "11"], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        if args.home:
+            shutil.copytree(args.home, work / "home")
+        if args.photos:
+            base_dir = Path(args.photos)
+        else:
+            base_dir = work / "base"
+            per_class = max(1, -(-speed_n // 48))
+            subprocess.run([*DKGZSL, "demo", str(base_dir), "--per-class", str(per_class), "--seed", "11"], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
         base = sorted(base_dir.iterdir())
         result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                               "load_avg_at_start": os.getloadavg()},
@@ -90,27 +101,28 @@ def main() -> None:
         a, b = (result["memory"][str(n)]["streamed_chunk_256"]["peak_rss_mib"] for n in sizes)
         result["memory"]["peak_rss_ratio_large_to_small"] = round(b / a, 3)
 
-        speed_dir = base_dir
-        count = len(base)
-        cmd = ["classify", str(speed_dir), "-f", "jsonl", "--no-cache", "--chunk-size", "32"]
-        one = run([*DKGZSL, *cmd, "-o", str(work / "p1.jsonl")], env)
-        one1 = run([*DKGZSL, *cmd, "-o", str(work / "p1t.jsonl")], {**env, "OMP_NUM_THREADS": "1"})
-        two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                   "-m", "dkgzsl_app", *cmd, "-o", str(work / "p2.jsonl")], env)
-        # start-up (imports, model load; torchrun: its rendezvous too) on one photo, subtracted for the net rate
-        first = [str(base[0])]
-        cmd1 = ["classify", *first, "-f", "jsonl", "--no-cache"]
-        s1 = run([*DKGZSL, *cmd1, "-o", str(work / "q1.jsonl")], env)
-        s2 = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                  "-m", "dkgzsl_app", *cmd1, "-o", str(work / "q2.jsonl")], env)
-        for name, r, start in (("1_process_default_threads", one, s1), ("1_process_1_thread", one1, s1),
-                               ("2_processes_torchrun_1_thread_each", two, s2)):
-            r["photos_per_s_wall"] = round(count / r["wall_s"], 2)
-            r["startup_s"] = start["wall_s"]
-            r["photos_per_s_net"] = round((count - 1) / max(0.1, r["wall_s"] - start["wall_s"]), 2)
-            result["speed"][name] = r
-        result["speed"]["photos"] = count
-        result["speed"]["two_equal_one_1_thread"] = (work / "p2.jsonl").read_bytes() == (work / "p1t.jsonl").read_bytes()
+        if not args.no_speed:
+            speed_dir = base_dir
+            count = len(base)
+            cmd = ["classify", str(speed_dir), "-f", "jsonl", "--no-cache", "--chunk-size", "32"]
+            one = run([*DKGZSL, *cmd, "-o", str(work / "p1.jsonl")], env)
+            one1 = run([*DKGZSL, *cmd, "-o", str(work / "p1t.jsonl")], {**env, "OMP_NUM_THREADS": "1"})
+            two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       "-m", "dkgzsl_app", *cmd, "-o", str(work / "p2.jsonl")], env)
+            # start-up (imports, model load; torchrun: its rendezvous too) on one photo, subtracted for the net rate
+            first = [str(base[0])]
+            cmd1 = ["classify", *first, "-f", "jsonl", "--no-cache"]
+            s1 = run([*DKGZSL, *cmd1, "-o", str(work / "q1.jsonl")], env)
+            s2 = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "-m", "dkgzsl_app", *cmd1, "-o", str(work / "q2.jsonl")], env)
+            for name, r, start in (("1_process_default_threads", one, s1), ("1_process_1_thread", one1, s1),
+                                   ("2_processes_torchrun_1_thread_each", two, s2)):
+                r["photos_per_s_wall"] = round(count / r["wall_s"], 2)
+                r["startup_s"] = start["wall_s"]
+                r["photos_per_s_net"] = round((count - 1) / max(0.1, r["wall_s"] - start["wall_s"]), 2)
+                result["speed"][name] = r
+            result["speed"]["photos"] = count
+            result["speed"]["two_equal_one_1_thread"] = (work / "p2.jsonl").read_bytes() == (work / "p1t.jsonl").read_bytes()
         result["machine"]["load_avg_at_end"] = os.getloadavg()
         print(json.dumps(result, indent=2))
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
