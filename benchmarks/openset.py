@@ -115,7 +115,7 @@ def main() -> None:
     model = clf.model
     seen = torch.tensor(cfg.seen, dtype=torch.float32)
     if args.features is not None and args.features.exists():
-        saved = torch.load(args.features)
+        saved = torch.load(args.features, weights_only=True)  # tensors and plain containers only
         sets = {k: v["paths"] for k, v in saved.items()}
         feats = {k: v["features"] for k, v in saved.items()}
         print(f"features of {', '.join(f'{k} ({len(v)})' for k, v in sets.items())} from {args.features}")
