@@ -11,7 +11,7 @@ echo "1/3 demo: drawing 3 labelled photos of each of the 48 demo classes into $p
 echo "          (the true class is in each file name; 'unseen' classes had no photos in training)"
 .venv/bin/dkgzsl demo "$photos" --per-class 3
 echo
-echo "2/3 classify: the bundled demo model names each photo (best class, its score, the runner-up)"
+echo "2/3 classify: the bundled demo model names each photo (best class, its confidence, the runner-up; 'unknown' if it looks like none of them)"
 .venv/bin/dkgzsl classify "$photos" --top-k 3
 echo
 echo "3/3 evaluate: scoring those names against the true classes (U = unseen, S = seen accuracy,"
