@@ -109,11 +109,9 @@ class Classifier:
         order = sorted(got.features)
         if order:
             feats = torch.stack([got.features[i] for i in order]).to(self.device)  # (N, D)
-            with torch.inference_mode():
-                probs = self.model.class_scores(feats, cfg.head.tau_student).float().cpu()  # (N, C)
+            probs, open_set = self._scores(feats, reject)  # (N, C), (N,) | None: one forward pass of the head
             scores = probs - gamma * seen
             conf, temperature = self._confidence(probs, seen, gamma)
-            open_set = self._open_set(feats, reject)
             k = max(1, min(top_k, len(cfg.class_names)))
             top = scores.topk(k, dim=1)
             for row, i in enumerate(order):
@@ -134,20 +132,21 @@ class Classifier:
         t = float((self.bundle.config.confidence or {}).get("temperature") or DEFAULT_TEMPERATURE)
         return confidence(probs, seen, gamma, t), t
 
-    def _open_set(self, feats, reject: bool | None):
-        """The bundle's open-set score (N,) when it has a threshold and rejection is on, else None."""
+    def _scores(self, feats, reject: bool | None):
+        """Class probabilities (N, C) and, when the bundle has an open-set threshold and rejection is on, its
+        open-set score (N,) (else None), from one forward pass of the head."""
         import torch
 
         cfg = self.bundle.config
-        if not cfg.open_set or not (self.reject if reject is None else reject):
-            return None
         with torch.inference_mode():
-            got = self.model.open_set_scores(feats, cfg.head.tau_student, cfg.attribute_norm)
+            if not cfg.open_set or not (self.reject if reject is None else reject):
+                return self.model.class_scores(feats, cfg.head.tau_student).float().cpu(), None
+            probs, got = self.model.scores_with_open_set(feats, cfg.head.tau_student, cfg.attribute_norm)
         name = cfg.open_set["score"]
         if name not in got:
             raise BundleError(f"{self.bundle.path}: open_set.score {name!r} is not one {cfg.method} computes "
                               f"({', '.join(got)}); re-fit it (dkgzsl calibrate-openset).")
-        return got[name].float().cpu()
+        return probs.float().cpu(), got[name].float().cpu()
 
 
 def load(source: str, device: str = "auto", offline: bool = False, precision: str = "auto") -> Classifier:

@@ -165,10 +165,14 @@ class ZSLModel(nn.Module):
         """Open-set scores (B,) for raw backbone features, higher = more like the model's classes: msp,
         max_logit and energy of the unified classifier, and ``prototype``, the cosine of v to the nearest
         class's mean generated feature (models/openset.py)."""
+        return self.scores_with_open_set(raw, tau, attribute_norm)[1]
+
+    def scores_with_open_set(self, raw: torch.Tensor, tau: float = 1.0, attribute_norm: str = "l2"):
+        """(``class_scores``, ``open_set_scores``) from one forward pass (what classify needs per batch)."""
         from .openset import generated_prototypes, logit_scores, nearest_cosine
 
         v = self.visual(raw)
         _, logits = self.student(self.student_features(v))
         out = logit_scores(logits, tau)
         out["prototype"] = nearest_cosine(v, generated_prototypes(self, attribute_norm))
-        return out
+        return torch.softmax(logits / tau, dim=1), out

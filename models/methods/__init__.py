@@ -10,6 +10,7 @@ of dkgzsl uses without knowing which method it is:
 * ``class_scores(raw, tau)`` → probabilities over all classes (B, C); ``visual(raw)`` → the feature v
   (B, D) that generation and classification work in; ``attribute_scores(raw)`` → (B, A) or None when the
   method has no attribute read-out of its own;
+* ``scores_with_open_set(raw, tau, attribute_norm)`` → (``class_scores``, ``open_set_scores``) in one pass
 * ``open_set_scores(raw, tau, attribute_norm)`` → {score name: (B,)}, higher = more like the model's classes
   (msp, max_logit, energy for every method; ``prototype`` for generative ones, ``attribute_cosine`` for
   MSDN), and ``open_set_default``, the score ``train`` fits the rejection threshold for; the confidence and

@@ -171,12 +171,17 @@ class MSDNModel(nn.Module):
         """Open-set scores (B,), higher = more like the model's classes: msp, max_logit and energy of the class
         logits, and ``attribute_cosine``, the cosine of the fused attribute scores to the nearest class
         attribute vector (models/openset.py). ``attribute_norm`` is unused: MSDN compares L2-normalised rows."""
+        return self.scores_with_open_set(raw, tau, attribute_norm)[1]
+
+    def scores_with_open_set(self, raw: torch.Tensor, tau: float = 1.0, attribute_norm: str = "l2"):
+        """(``class_scores``, ``open_set_scores``) from one forward pass (what classify needs per batch)."""
         from ..openset import logit_scores, nearest_cosine
 
         s = self.attribute_scores(raw)  # (B, A)
-        out = logit_scores(self.compatibility(s), tau)
+        logits = self.compatibility(s)
+        out = logit_scores(logits, tau)
         out["attribute_cosine"] = nearest_cosine(s, self.class_attributes)
-        return out
+        return torch.softmax(logits / tau, dim=1), out
 
     def options_dict(self) -> dict:
         return self.options.to_dict()
