@@ -43,6 +43,15 @@ def files_on(server, repo_id, rev="main"):
     return repo.files(repo.resolve(rev))
 
 
+def second_version(tmp_path):
+    """Another bundle ("v2") whose config.json differs (calibration 0.5): a new version to push."""
+    other, _, _ = make_bundle(tmp_path, "v2")
+    data = json.loads((other / "config.json").read_text())
+    data["calibration"] = 0.5
+    (other / "config.json").write_text(json.dumps(data))
+    return other
+
+
 @pytest.mark.timeout(900)  # ~30 s on a quiet 2-core machine; trains on photos, so it slows most under load
 def test_train_push_download_classify_round_trip(hub, photos, tmp_path, monkeypatch):  # noqa: F811
     out = tmp_path / "run"
@@ -124,10 +133,7 @@ def test_existing_repository(hub, tmp_path):
     again = push(folder, "acme/cats", "--json", "--commit-message", "again")  # ours: a new version goes on top
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["commit"] == first["commit"] and not json.loads(again.stdout)["created"]  # nothing changed
-    other, _, _ = make_bundle(tmp_path, "v2")
-    data = json.loads((other / "config.json").read_text())
-    data["calibration"] = 0.5
-    (other / "config.json").write_text(json.dumps(data))
+    other = second_version(tmp_path)
     third = json.loads(push(other, "acme/cats", "--json").stdout)
     assert third["commit"] != first["commit"] and hub.repos["acme/cats"].refs["main"] == third["commit"]
 
@@ -135,10 +141,7 @@ def test_existing_repository(hub, tmp_path):
 def test_network_down_mid_upload_publishes_nothing(hub, tmp_path):
     folder, _, _ = make_bundle(tmp_path)
     first = json.loads(push(folder, "acme/cats", "--json").stdout)["commit"]
-    other, _, _ = make_bundle(tmp_path, "v2")
-    data = json.loads((other / "config.json").read_text())
-    data["calibration"] = 0.5
-    (other / "config.json").write_text(json.dumps(data))
+    other = second_version(tmp_path)
     hub.cut_from = "commit"  # preupload answered, then the line drops while the commit is sent
     r = push(other, "acme/cats")
     assert r.exit_code == 1 and "Nothing was published" in r.stderr and "again" in r.stderr
@@ -161,10 +164,7 @@ def test_network_down_mid_upload_publishes_nothing(hub, tmp_path):
 def test_branch_and_private(hub, tmp_path):
     folder, _, _ = make_bundle(tmp_path)
     main = json.loads(push(folder, "acme/cats", "--json").stdout)["commit"]
-    other, _, _ = make_bundle(tmp_path, "v2")
-    data = json.loads((other / "config.json").read_text())
-    data["calibration"] = 0.5
-    (other / "config.json").write_text(json.dumps(data))
+    other = second_version(tmp_path)
     r = push(other, "acme/cats", "--revision", "v2", "--json")
     assert r.exit_code == 0, r.output
     repo = hub.repos["acme/cats"]

@@ -11,7 +11,7 @@ from dkgzsl_app.tui.dialogs import ClassPicker, Prompt
 from dkgzsl_app.tui.gallery import Gallery, GalleryGrid
 from dkgzsl_app.tui.results import UNKNOWN, RunStore
 
-from tui_helpers import ROWS, make_photos, wait_until, write_results
+from tui_helpers import LONG_NAMES, ROWS, make_photos, wait_until, with_long_class_names, write_results
 
 
 @pytest.fixture
@@ -34,17 +34,7 @@ def saved(results):
 
 def long_class_results(tmp_path):
     """ROWS with demo-length class names (23 characters, as yellow_checked_triangle)."""
-    long = {"cat": "yellow_checked_triangle", "espresso": "green_dotted_hexagon_xl", "teapot": "magenta_striped_circle"}
-    path = write_results(tmp_path / "long.jsonl", tmp_path / "photos")
-    lines = []
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        rec["class"] = long[rec["class"]]
-        for t in rec["top_k"]:
-            t["class"] = long[t["class"]]
-        lines.append(json.dumps(rec))
-    path.write_text("\n".join(lines) + "\n")
-    return path, long
+    return with_long_class_names(write_results(tmp_path / "long.jsonl", tmp_path / "photos")), LONG_NAMES
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 34), (160, 48)])

@@ -1,6 +1,5 @@
 """Snapshots of the main screens at 80×24, 120×34 and 160×48 (pytest-textual-snapshot; update with
 ``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the SVGs). Fixed data, no pictures."""
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ from textual.widgets import Input
 
 from dkgzsl_app.tui import EngineOptions, create_app
 
-from tui_helpers import make_bundle, write_results
+from tui_helpers import make_bundle, with_long_class_names, write_results
 
 SIZES = [(80, 24), (120, 34), (160, 48)]
 
@@ -51,18 +50,7 @@ def test_sorted_and_filtered(snap_compare, results, size):
 @pytest.fixture
 def long_names(results):
     """The same rows with demo-length class names (the demo's longest has 23 characters)."""
-    import json
-
-    long = {"cat": "yellow_checked_triangle", "espresso": "green_dotted_hexagon_xl", "teapot": "magenta_striped_circle"}
-    lines = []
-    for line in results.read_text().splitlines():
-        rec = json.loads(line)
-        rec["class"] = long[rec["class"]]
-        for t in rec["top_k"]:
-            t["class"] = long[t["class"]]
-        lines.append(json.dumps(rec))
-    results.write_text("\n".join(lines) + "\n")
-    return results
+    return with_long_class_names(results)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
