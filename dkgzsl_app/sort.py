@@ -295,11 +295,9 @@ def _same_copy(dest: Path, e: Entry) -> bool:
         return Path(e.source).is_file() and filecmp.cmp(e.source, dest, shallow=False)
     if dest.stat().st_size != e.size:
         return False
-    h = hashlib.sha256()
-    with open(dest, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest() == e.sha256
+    from .models.bundle import sha256_file
+
+    return sha256_file(dest) == e.sha256
 
 
 def undo_one(e: Entry, into: Path) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .models.bundle import sha256_file
 from .models.errors import DataError, OutputError, UsageError
 from .output import CSV_COLUMNS, STREAMED, footer, format_rows, header, records
 
@@ -62,23 +63,15 @@ def run_identity(clf, model: str, calibration: float | None, top_k: int, fmt: st
     weights = cfg.weights_sha256 or ""
     if not weights and clf.base_bundle.path is not None:
         wfile = Path(clf.base_bundle.path) / "model.safetensors"
-        weights = _file_sha256(wfile) if wfile.is_file() else ""
+        weights = sha256_file(wfile) if wfile.is_file() else ""
     config = Path(clf.base_bundle.path) / "config.json" if clf.base_bundle.path is not None else None
-    config_sha = _file_sha256(config) if config is not None and config.is_file() else ""
+    config_sha = sha256_file(config) if config is not None and config.is_file() else ""
     h = hashlib.sha256(json.dumps([list(clf.class_names), list(clf.bundle.origins)]).encode())
     h.update(clf.bundle.model.class_attributes.detach().float().cpu().numpy().tobytes())
     return {"format": fmt, "model": model, "weights_sha256": weights, "classes_sha256": h.hexdigest(),
             "calibration": float(gamma), "top_k": int(top_k), "precision": clf.precision, "shard": shard,
             "chunk": int(chunk), "config_sha256": config_sha, "reject": getattr(clf, "reject", None),
             "dkgzsl": __version__}
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_run(output) -> dict | None:

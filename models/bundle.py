@@ -41,6 +41,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def model_card(config: ModelConfig, origins: list[str]) -> str:
     """A Hub model card: YAML metadata (huggingface_hub's ModelCardData) + what the model is and how it was made."""
     from huggingface_hub import ModelCard, ModelCardData

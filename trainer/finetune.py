@@ -148,11 +148,9 @@ def prepare(init_from, source: str | None, fs, cfg, backbone):
 
 def weights_sha256(folder: Path) -> str:
     """SHA-256 of a bundle folder's weights file (what a fine-tuning run pins)."""
-    h = hashlib.sha256()
-    with open(Path(folder) / WEIGHTS_FILE, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from ..models.bundle import sha256_file
+
+    return sha256_file(Path(folder) / WEIGHTS_FILE)
 
 
 def load_source(folder, sha: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
