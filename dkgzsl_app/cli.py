@@ -473,7 +473,7 @@ def classify(
         parse_device(device)  # a bad --device is a usage error here, not inside the TUI
         opts = EngineOptions(model=model, device=device, offline=offline, top_k=top_k, calibration=calibration,
                              batch_size=batch_size, workers=workers, use_cache=not no_cache,
-                             precision=precision.value)
+                             precision=precision.value, reject=not no_reject)
         preds = _run_tui(None, [str(p) for p in found.images], opts)
         if output is not None:
             _write_predictions(preds + missing, fmt, output)

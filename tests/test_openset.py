@@ -245,3 +245,24 @@ def test_browser_shows_and_filters_unknown(tmp_path):
             assert tui.table.row_count == len(rows)
 
     asyncio.run(run())
+
+
+def test_classify_tui_honours_no_reject(plain_bundle, tmp_path, monkeypatch):
+    """`classify --tui --no-reject`: the browser's engine classifies without flagging photos unknown."""
+    from dkgzsl_app import cli
+    from dkgzsl_app.tui.engine import Engine, EngineOptions
+
+    strict = _with_records(plain_bundle, tmp_path / "strict", threshold=2.0)  # every photo below the threshold
+    seen = {}
+    monkeypatch.setattr(cli, "_run_tui", lambda results, paths, opts, show_images=True: seen.setdefault("o", opts) and [])
+    for flags, reject in (([], True), (["--no-reject"], False)):
+        seen.clear()
+        r = runner.invoke(app, ["classify", str(ASSETS / "chelsea.jpg"), "--tui", "--model", f"local-dir:{strict}",
+                                "--device", "cpu", *flags])
+        assert r.exit_code == 0, r.output
+        assert seen["o"].reject is reject
+    photo = [str(ASSETS / "chelsea.jpg")]
+    opts = EngineOptions(model=f"local-dir:{strict}", device="cpu", workers=0, use_cache=False)
+    assert Engine(opts).load().classify(photo, workers=0)[0].unknown is True
+    off = Engine(dataclasses.replace(opts, reject=False)).load()
+    assert off.classify(photo, workers=0)[0].unknown is None

@@ -86,6 +86,7 @@ class EngineOptions:
     chunk: int = 64  # photos per classify call: the table fills in steps of this size
     threads: int = 0  # torch CPU threads (0 = torch's default)
     precision: str = "auto"  # the backbone's: auto | fp32 | bf16 (dkgzsl_app.precision)
+    reject: bool = True  # flag photos `unknown` when the bundle has an open-set threshold (classify --tui --no-reject)
 
 
 class Engine:
@@ -125,6 +126,7 @@ class Engine:
 
             torch.set_num_threads(self.options.threads)
         clf = load(self.options.model, self.options.device, self.options.offline, self.options.precision)
+        clf.reject = self.options.reject
         if self.options.use_cache:
             from ..cache import open_cache
 
