@@ -730,6 +730,31 @@ def models_info(model: str, offline: bool = typer.Option(False, "--offline"),
     _show_bundle(model, offline, path_only=False, as_json=as_json)
 
 
+@models_app.command("slim")
+def models_slim(model: str = typer.Argument(..., help="The bundle: a folder, local-dir:PATH, hf-hub:ORG/NAME or a bundled model name."),
+                out: Path = typer.Argument(..., help="A new (or empty) folder for the slim bundle."),
+                offline: bool = typer.Option(False, "--offline"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Write a bundle for inference only: without the critic, teacher and other parts only training reads.
+
+    It classifies, evaluates, scores open-set photos and adds classes exactly as the full bundle does;
+    fine-tuning (train --from) needs the full one."""
+    from .models.atomic import check_writable_folder
+    from .slim import write_slim
+
+    folder = _bundle_dir(model, offline)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _fail(f"{out}: give a new or empty folder for the slim bundle (it is {'not a folder' if not out.is_dir() else 'not empty'}).", 2)
+    check_writable_folder(out, "slim bundle folder (OUT)")
+    info = write_slim(folder, out)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    size = info["weights_bytes"]
+    left = ", ".join(info["omitted_parts"]) or "nothing (its inference reads every tensor)"
+    typer.echo(f"slim bundle written to {out}: model.safetensors {size['before'] / 1e6:.1f} MB -> "
+               f"{size['after'] / 1e6:.1f} MB; left out: {left}")
+
+
 def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = False) -> None:
     from .models.bundle import load_bundle
 
@@ -743,7 +768,8 @@ def _show_bundle(model: str, offline: bool, path_only: bool, as_json: bool = Fal
             "backbone": cfg.backbone.name if cfg.backbone else None, "feature_dim": cfg.feature_dim,
             "attributes": cfg.attr_dim, "classes": cfg.num_classes,
             "origins": {o: bundle.origins.count(o) for o in ("seen", "unseen", "user")},
-            "calibration": cfg.calibration, "provenance": {k: v for k, v in cfg.provenance.items() if k != "train_config"}}
+            "calibration": cfg.calibration, "provenance": {k: v for k, v in cfg.provenance.items() if k != "train_config"},
+            **({"omitted_parts": cfg.omitted_parts} if cfg.omitted_parts else {})}  # a slim bundle (models slim)
     from .hub import hub_origin
 
     origin = hub_origin(folder)  # a Hub download: the commit its revision resolved to
@@ -781,6 +807,7 @@ def push(
     revision: str = typer.Option("main", "--revision", help="Branch to commit to (created from main if missing)."),
     commit_message: Optional[str] = typer.Option(None, "--commit-message", help="Default: method, classes, weights digest."),
     with_user_classes: bool = typer.Option(False, "--with-user-classes", help="Push a new bundle whose classes include your added ones (origin user)."),
+    full: bool = typer.Option(False, "--full", help="Push every tensor, the training-only parts (critic, teacher ...) too: what fine-tuning (train --from) needs. Default: a slim bundle (as `models slim` writes)."),
     license: Optional[str] = typer.Option(None, "--license", help="The card's license (default: the bundle card's, else apache-2.0)."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
@@ -790,7 +817,7 @@ def push(
     from .publish import push_bundle
 
     result, summary = push_bundle(_bundle_dir(bundle), repo_id, private=private, revision=revision,
-                                  message=commit_message, with_user_classes=with_user_classes, license=license,
+                                  message=commit_message, with_user_classes=with_user_classes, license=license, full=full,
                                   say=lambda m: typer.echo(m, err=True))
     line = f"dkgzsl classify --model hf-hub:{result.repo_id}@{result.commit} PHOTOS..."
     if as_json:

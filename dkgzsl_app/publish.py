@@ -24,9 +24,10 @@ def check_repo_id(repo_id: str) -> str:
 
 def push_bundle(folder: Path, repo_id: str, *, private: bool = False, revision: str = "main",
                 message: str | None = None, with_user_classes: bool = False, license: str | None = None,
-                say: Callable[[str], None] = lambda _m: None) -> tuple[PushResult, dict]:
+                say: Callable[[str], None] = lambda _m: None, full: bool = False) -> tuple[PushResult, dict]:
     """Verify ``folder``, stage the bundle to push with its card, and commit it to ``repo_id``. Returns the
-    push result and a summary of what was pushed (files with sizes, classes, weights sha256)."""
+    push result and a summary of what was pushed (files with sizes, classes, weights sha256, the parts a
+    slim bundle leaves out). Without ``full`` the pushed bundle is slim (dkgzsl_app/slim.py)."""
     from .card import build_card, previous_metadata
 
     repo_id = check_repo_id(repo_id)
@@ -42,6 +43,10 @@ def push_bundle(folder: Path, repo_id: str, *, private: bool = False, revision: 
         else:
             for name in (CONFIG_FILE, WEIGHTS_FILE, CLASSES_FILE):
                 shutil.copyfile(Path(folder) / name, staged / name)
+        if not full:  # inference-only: no critic, teacher ... (the card is built below)
+            from .slim import write_slim
+
+            write_slim(staged, staged, card=False)
         card = build_card(staged, repo_id=repo_id, training=training, license=license, previous=previous)
         (staged / "README.md").write_text(card, encoding="utf-8")
         pushed = load_bundle(staged)  # what leaves the machine loads, card included
@@ -52,7 +57,8 @@ def push_bundle(folder: Path, repo_id: str, *, private: bool = False, revision: 
         result = push_folder(staged, list(BUNDLE_FILES), repo_id, private=private, revision=revision,
                              message=message, token=token)
     summary = {"files": sizes, "classes": pushed.config.num_classes,
-               "user_classes": pushed.origins.count("user"), "weights_sha256": pushed.config.weights_sha256}
+               "user_classes": pushed.origins.count("user"), "weights_sha256": pushed.config.weights_sha256,
+               "omitted_parts": list(pushed.config.omitted_parts or [])}
     return result, summary
 
 
@@ -62,7 +68,7 @@ def _export_with_user_classes(bundle, dest: Path) -> None:
 
     from .classes import with_user_classes
     from .classes.refit import AppendedHead
-    from .models.methods import build_model
+    from .models.parts import build
 
     view = with_user_classes(bundle)
     if view is bundle:
@@ -78,7 +84,7 @@ def _export_with_user_classes(bundle, dest: Path) -> None:
     provenance = {**view.config.provenance,
                   "user_classes": {"added_to_weights_sha256": bundle.config.weights_sha256, "names": names}}
     config = dataclasses.replace(view.config, provenance=provenance, weights_sha256="")
-    model = build_model(config)
+    model = build(config, str(bundle.path))  # without the parts a slim source leaves out
     from .trainer.finetune import CLASS_AXES
 
     fresh = model.state_dict()

@@ -6,8 +6,12 @@
     classes.csv        name, origin (seen | unseen | user), attribute values
     README.md          Hugging Face model card
 
+A slim bundle's model.safetensors leaves out the parts only training reads (critic, teacher, ...);
+config.json's ``omitted_parts`` names them (models/parts.py, `dkgzsl models slim`).
+
 Loading checks the format version, the weights' hash, every tensor's name and shape, finiteness,
-and that classes.csv agrees with config.json, and says exactly what is wrong.
+and that classes.csv agrees with config.json, and says exactly what is wrong. It builds the model on the
+meta device and assigns the file's tensors (no random initialisation that the weights then overwrite).
 """
 from __future__ import annotations
 
@@ -190,12 +194,17 @@ def load_config(directory) -> ModelConfig:
         raise BundleError(f"{path}: malformed config ({e}).") from None
 
 
-def load_bundle(directory, device: str = "cpu") -> Bundle:
-    """Load and verify a bundle; raise BundleError naming the first problem found."""
+def load_bundle(directory, device: str = "cpu", *, init: str = "meta") -> Bundle:
+    """Load and verify a bundle; raise BundleError naming the first problem found.
+
+    ``init``: "meta" builds the model on the meta device and assigns the file's tensors (models/parts.py);
+    "random", the old path kept for comparison (benchmarks/bundle_load.py, tests), initialises it at random
+    and copies them over. Both give the same model bit for bit. A slim bundle (config ``omitted_parts``) is
+    built without the parts it leaves out."""
     from safetensors.torch import load as st_load
     import torch
 
-    from .methods import build_model
+    from .parts import assign, build
 
     directory = Path(directory)
     config = load_config(directory)
@@ -216,10 +225,7 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
     origins = table.origins
     _check_config(config, origins, directory / CONFIG_FILE)
     tensors, backbone_state = _split_backbone(tensors, config, wpath)
-    try:
-        model = build_model(config)
-    except (TypeError, ValueError) as e:  # options the method does not know, or values it cannot take
-        raise BundleError(f"{directory / CONFIG_FILE}: {config.method} options do not fit ({e}).") from None
+    model = build(config, str(directory / CONFIG_FILE), meta=init == "meta")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -229,6 +235,8 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
             parts.append(f"missing tensors {', '.join(missing[:6])}")
         if unexpected:
             parts.append(f"unexpected tensors {', '.join(unexpected[:6])}")
+        if config.omitted_parts:
+            parts.append(f"{CONFIG_FILE} says this slim bundle leaves out {', '.join(config.omitted_parts)}")
         raise BundleError(f"{wpath} does not fit {CONFIG_FILE}: " + "; ".join(parts) + ".")
     for name, ref in expected.items():
         got = tensors[name]
@@ -239,7 +247,9 @@ def load_bundle(directory, device: str = "cpu") -> Bundle:
                 f"attributes={config.attr_dim}, feature_dim={config.feature_dim}).")
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise BundleError(f"{wpath}: tensor {name} holds NaN or inf values; the bundle is broken.")
-    model.load_state_dict(tensors, strict=True)
+    if init != "meta" or not assign(model, tensors):  # a tensor the file does not hold: built the old way
+        model = build(config, str(directory / CONFIG_FILE))
+        model.load_state_dict(tensors, strict=True)
     if not torch.equal(torch.from_numpy(table.values), model.class_attributes):
         bad = int((torch.from_numpy(table.values) != model.class_attributes).any(dim=1).nonzero()[0])
         raise BundleError(f"{directory / CLASSES_FILE}: attribute values of class {config.class_names[bad]!r} "

@@ -29,7 +29,7 @@ class GeneratorConfig:
 
 
 CE_GZSL_KEYS = ("kind", "embed_dim", "proj_dim", "comparator_dim")  # GeneratorConfig's, written for ce-gzsl only
-OPTIONAL_KEYS = ("confidence", "open_set")  # ModelConfig's, written only when set
+OPTIONAL_KEYS = ("confidence", "open_set", "omitted_parts")  # ModelConfig's, written only when set
 
 
 @dataclass
@@ -85,6 +85,8 @@ class ModelConfig:
     # optional, written only when set (older dkgzsl versions refuse unknown fields); models/openset.py:
     confidence: dict[str, Any] | None = None  # {"temperature": T, "photos", "fitted_on"}: the confidence's T
     open_set: dict[str, Any] | None = None  # {"score", "threshold", "keep", "photos", "fitted_on"}: rejection
+    omitted_parts: list[str] | None = None  # a slim bundle: the training-only sub-modules it leaves out
+    #   (e.g. ["critic", "teacher", "ood_head", "epsilon"]; models/parts.py); None: it holds every part
 
     @property
     def attr_dim(self) -> int:

@@ -154,6 +154,16 @@ class ZSLModel(nn.Module):
         """The method's options as a bundle records them (``config.options``): D3GZSL has none."""
         return {}
 
+    def training_only_parts(self) -> tuple[str, ...]:
+        """Sub-modules that classify, evaluate, add-class, open-set scoring and explanations never read: what a
+        slim bundle leaves out (models/parts.py). The critic, the teacher, the OOD head H and ε; with CE-GZSL
+        its projection and comparator (the student reads only E's embedding h). G stays: add-class and the
+        ``prototype`` open-set score generate features."""
+        parts = ("critic", "teacher", "ood_head", "epsilon")
+        if self.contrastive is not None:
+            parts += ("contrastive.project", "contrastive.compare1", "contrastive.compare2")
+        return parts
+
     def class_scores(self, raw: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """Unified-classifier probabilities over all classes (B, C) for raw backbone features."""
         _, logits = self.student(self.student_features(self.visual(raw)))

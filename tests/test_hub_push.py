@@ -72,8 +72,12 @@ def test_train_push_download_classify_round_trip(hub, photos, tmp_path, monkeypa
     assert done["created"] and len(commit) == 40 and done["classify"].startswith(f"dkgzsl classify --model hf-hub:acme/tiny@{commit}")
     on_hub = files_on(hub, "acme/tiny")
     assert sorted(on_hub) == sorted(BUNDLE_FILES + [".gitattributes"])  # exactly the bundle's files
+    from dkgzsl_app.slim import write_slim
+
+    slim = tmp_path / "slim"
+    write_slim(bundle, slim, card=False)  # push sends the slim bundle by default (--full: the folder's own files)
     for f in ("config.json", "model.safetensors", "classes.csv"):
-        assert on_hub[f] == (bundle / f).read_bytes(), f
+        assert on_hub[f] == (slim / f).read_bytes(), f
     pushed_card = on_hub["README.md"].decode()
     assert "dkgzsl train --images" in pushed_card  # the training record survives the refresh
     assert f"hf-hub:acme/tiny@COMMIT" in pushed_card and "pipeline_tag: zero-shot-image-classification" in pushed_card
@@ -140,7 +144,7 @@ def test_existing_repository(hub, tmp_path):
 
 def test_network_down_mid_upload_publishes_nothing(hub, tmp_path):
     folder, _, _ = make_bundle(tmp_path)
-    first = json.loads(push(folder, "acme/cats", "--json").stdout)["commit"]
+    first = json.loads(push(folder, "acme/cats", "--json", "--full").stdout)["commit"]  # the folder's own files
     other = second_version(tmp_path)
     hub.cut_from = "commit"  # preupload answered, then the line drops while the commit is sent
     r = push(other, "acme/cats")

@@ -61,7 +61,12 @@ def settings_from_bundle(config: ModelConfig) -> dict:
 
 def adopt_settings(cfg, config: ModelConfig, explicit=frozenset(), where: str = "--from"):
     """``cfg`` with the bundle's structural settings; a field in ``explicit`` (set by the user) that differs
-    from the bundle's is refused (UsageError naming it). ``explicit`` of every field = check only."""
+    from the bundle's is refused (UsageError naming it). ``explicit`` of every field = check only. A slim
+    bundle (models/parts.py) is refused: it lacks the training-only parts a run continues from."""
+    if config.omitted_parts:
+        raise BundleError(f"{where} is a slim bundle (for inference): it leaves out {', '.join(config.omitted_parts)}, "
+                          "which fine-tuning continues from. Fine-tune from the full bundle it was made from "
+                          "(`dkgzsl push --full` publishes one).")
     changes, wrong = {}, []
     for name, value in settings_from_bundle(config).items():
         mine = getattr(cfg, name)

@@ -25,6 +25,8 @@ of dkgzsl uses without knowing which method it is:
     registry extends with new rows fitted on generated features (``dkgzsl_app/classes/refit.py``);
     ``student_features(v)`` maps v-space features, real or generated, to what ``student`` reads: v itself,
     or h = E(v) when the generator is CE-GZSL's (``config.generator.kind``, models/cegzsl.py).
+* optionally ``training_only_parts()`` → the dotted names of sub-modules inference never reads (a slim
+  bundle leaves them out and the loader builds the model without them, models/parts.py); none when absent.
 
 The training side mirrors this in ``trainer/methods.py``. This module stays torch-free: the names are
 checked when a config is read; the classes are imported only to build a model.
