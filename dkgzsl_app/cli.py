@@ -135,6 +135,7 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."),
     threads: Optional[int] = typer.Option(None, min=0, help="CPU threads for torch. Training uses this many (default 2: the count changes the result's bits, see README \"Reproducibility\"; 0 = torch's default); feature extraction uses torch's default unless given."),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine (torchrun; one GPU each on CUDA, gloo on the CPU): one global batch of --batch-size, split between them; the result equals one process's up to float rounding. Several machines: torchrun's rendezvous flags, see README."),
 ) -> None:
     """Train a method (D3GZSL, DKGZSL, MSDN or MSDN++) on feature files or photo folders and write a bundle."""
     from .devices import parse_device
@@ -181,6 +182,11 @@ def train(
         init_dir, cfg, backbone, kind = _finetune_source(ctx, from_, offline, cfg, backbone, images is not None)
     dev = parse_device(device)
     check_writable_folder(out, "run folder (--out)")  # before minutes of work, not after
+    from .train_launch import join, launch, leave
+
+    if nproc > 1:
+        raise typer.Exit(launch(ctx, nproc))
+    main_rank, dev = join(dev)  # under torchrun: this rank's device; rank 0 alone prints and writes
 
     import torch
 
@@ -210,11 +216,14 @@ def train(
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     for note in notes(cfg, fs.kind):
         _warn(note)
-    with TrainProgress(enabled=not as_json) as bar:
+    with TrainProgress(enabled=not as_json and main_rank) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,
                                device=dev, backbone=bb_config,
                                threads=TRAIN_THREADS if threads is None else threads, init_from=init_dir,
                                init_source=from_, photos=photo_set, backbone_weights=bb_weights)
+    leave()  # torchrun: every rank is done before any exits
+    if not main_rank:
+        return
     from .card import command_line, training_record, write_card
 
     try:  # the model card (README.md) with what this run knows beyond config.json; the bundle is complete without it

@@ -7,6 +7,7 @@ The student's Adam sees its losses unscaled (Adam is invariant to λ); λ only w
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from ..models import losses as L
 from ..models.atomic import atomic_write_bytes
 from ..models.networks import ZSLModel
+from . import distributed
 from .cegzsl import model_kwargs, with_generator
 from .checkpoint import Resumable, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -404,14 +406,26 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
                                                                                       photos=photos)
     else:
         tr = with_generator(trainer_class(cfg.method), cfg)(task, cfg, device)
+    ddp = distributed.attach(tr)  # under torchrun: sharded networks, averaged gradients (None otherwise)
+    main = distributed.is_main()  # rank 0 alone logs and writes (True outside torchrun)
+    if not main:
+        on_epoch = progress = None
     ckpt = log = None
     if run_dir is not None:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         ckpt, log = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-        if resume and ckpt.exists():
+        if ddp is not None:  # rank 0 reads the checkpoint, every rank restores it
+            state = distributed.load_state(ckpt, resume)
+            if state is not None:
+                tr.restore(state, ckpt)
+        elif resume and ckpt.exists():
             tr.restore(load_checkpoint(ckpt), ckpt)
-        write_log(log, tr.history)  # drop lines of epochs the checkpoint never saw
+        if not main:
+            ckpt = log = None
+        else:
+            write_log(log, tr.history)  # drop lines of epochs the checkpoint never saw
     if not tr.teacher_done:
         loss = tr.train_teacher()
         _record(tr, {"epoch": 0, "teacher_loss": loss}, ckpt, log, on_epoch)
@@ -423,12 +437,15 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
             raise FloatingPointError(f"training diverged at epoch {row['epoch']}: {row}")
         if evaluate is not None:
             tr.model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), ddp.replicated() if ddp else contextlib.nullcontext():
                 row.update(evaluate(tr.model))
         tr.epoch += 1
+        distributed.check_identical(tr.model, f"epoch {tr.epoch}")
         _record(tr, row, ckpt, log, on_epoch)
         if progress:
             progress(tr.epoch, epochs)
+    if ddp is not None:
+        ddp.detach()
     tr.model.eval()
     return FitResult(model=tr.model.cpu(), history=tr.history,
                      backbone=tr.backbone_state() if cfg.finetune_backbone else None)

@@ -29,6 +29,7 @@ from ..models.bundle import save_bundle
 from ..models.config import GeneratorConfig, HeadConfig, ModelConfig
 from ..models.errors import DataError
 from ..models.version import package_version
+from . import distributed
 from .cegzsl import check_generator, generator_fields
 from .config import TrainConfig
 from .data import FeatureSet, carve_validation, hold_out_per_class
@@ -142,7 +143,8 @@ def train_bundle(fs: FeatureSet, cfg: TrainConfig, run_dir, resume: bool = False
                         f"features; {hint}.")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _pin_config(run_dir / "train_config.json", cfg, fs, resume, finetuned_from)
+    if distributed.is_main():  # under torchrun, rank 0 alone writes (and checks) the run folder
+        _pin_config(run_dir / "train_config.json", cfg, fs, resume, finetuned_from)
     with deterministic_training(threads, device) as conditions:
         return _train(fs, cfg, run_dir, resume, on_epoch, progress, device, backbone, conditions, finetuned_from,
                       photos if cfg.finetune_backbone else None, backbone_weights)
@@ -202,8 +204,10 @@ def _train(fs: FeatureSet, cfg: TrainConfig, run_dir: Path, resume: bool, on_epo
     if open_idx is not None and len(open_idx):
         _fit_open_set(config, res, fs, open_idx, "held-out seen training photos" if held is not None
                       else "validation photos of seen classes (also in the final run's training set)", photos, device)
-    bundle_dir = save_bundle(res.model, config, run_dir / "bundle",
-                             backbone_state=res.backbone if res.backbone is not None else backbone_weights)
+    bundle_dir = run_dir / "bundle"
+    if distributed.is_main():
+        bundle_dir = save_bundle(res.model, config, bundle_dir,
+                                 backbone_state=res.backbone if res.backbone is not None else backbone_weights)
     return TrainOutcome(bundle_dir, best_epoch, gamma, select_hist, res.history)
 
 
