@@ -2,8 +2,10 @@
 bundle records: config.json (method, classes, attributes, calibration, provenance: data hash, seed,
 versions, threads …), classes.csv (origins), and the training record `dkgzsl train` adds (command, wall
 time, hardware, the validation figures of the selected epoch), kept in the card's own metadata under
-``dkgzsl.training`` so `dkgzsl push` can refresh the card without the run folder. Nothing is guessed: what
-a bundle does not record, the card says it does not record.
+``dkgzsl.training`` so `dkgzsl push` can refresh the card without the run folder. Beside it, ``ausuc.png``:
+the selected epoch's validation seen-unseen curve, drawn when `train` writes the card; the record keeps its
+sha256, and the card shows it only while the file matches. Nothing is guessed: what a bundle does not
+record, the card says it does not record.
 
     >>> write_card(folder)                         # refresh from the bundle (and its previous card)
     >>> write_card(folder, repo_id="acme/shapes")  # the card `push` uploads, with the Hub lines
@@ -16,7 +18,7 @@ import platform
 from pathlib import Path
 
 from .models.atomic import atomic_write_bytes
-from .models.bundle import CARD_FILE, CLASSES_FILE, load_config
+from .models.bundle import CARD_FILE, CLASSES_FILE, CURVE_FILE, load_config, sha256_file
 
 PIPELINE = "zero-shot-image-classification"
 _LIST_MAX = 60  # names listed per class group; the rest are in classes.csv
@@ -66,16 +68,55 @@ def hardware(device: str = "cpu") -> str:
     return text
 
 
+_FIGURES = (("S", "val_S"), ("U", "val_U"), ("H", "val_H"), ("S_calibrated", "val_S_cal"),
+            ("U_calibrated", "val_U_cal"), ("H_calibrated", "val_H_cal"), ("gamma", "val_gamma"),
+            ("CZSL", "val_CZSL"), ("AUSUC", "val_AUSUC"))
+
+
 def training_record(command: str, seconds: float, device: str, outcome) -> dict:
     """What `dkgzsl train` knows beyond config.json: the command, its wall time, the machine, and the
-    validation figures of the selected epoch (``outcome``: trainer.train.TrainOutcome)."""
+    validation figures of the selected epoch (``outcome``: trainer.train.TrainOutcome). Its seen-unseen
+    curve rides along as ``validation.curve`` for write_card, which draws it (CURVE_FILE) and keeps only the
+    plot's sha256 in the card."""
     record = {"command": command, "wall_seconds": round(float(seconds), 1), "hardware": hardware(device)}
     best = [r for r in outcome.select_history if r.get("epoch") == outcome.best_epoch and "val_H_cal" in r]
     if best:
         r = best[-1]
-        record["validation"] = {"epoch": int(r["epoch"]), **{k: round(float(r[v]), 6) for k, v in (
-            ("S", "val_S"), ("U", "val_U"), ("H", "val_H"), ("H_calibrated", "val_H_cal"), ("gamma", "val_gamma"))}}
+        record["validation"] = {"epoch": int(r["epoch"]), **{k: _figure(r[v]) for k, v in _FIGURES if v in r}}
+        if isinstance(r.get("val_curve"), dict):
+            record["validation"]["curve"] = r["val_curve"]
     return record
+
+
+def _figure(value) -> float | None:
+    value = float(value)
+    return None if value != value else round(value, 6)  # nan (a side without photos): not measured
+
+
+def draw_curve_plot(folder, validation: dict) -> str | None:
+    """Draw ``validation["curve"]`` (a training_record's) as the bundle's CURVE_FILE: S over U, its AUSUC, and
+    the operating point at the chosen γ. Returns the PNG's sha256, None when there is no curve to draw."""
+    from .trainer.metrics import plot_seen_unseen_curve
+
+    curve = validation.get("curve")
+    if not isinstance(curve, dict) or not curve.get("S"):
+        return None
+    mark = (validation.get("U_calibrated"), validation.get("S_calibrated"))
+    path = Path(folder) / CURVE_FILE
+    plot_seen_unseen_curve(curve["gamma"], curve["S"], curve["U"], path, area=validation.get("AUSUC"),
+                           title=f"seen-unseen curve on the validation classes, epoch {validation['epoch']}:",
+                           mark=mark if None not in mark else None,
+                           mark_label=f"chosen gamma = {validation['gamma']:.3g}" if None not in mark else "")
+    return sha256_file(path)
+
+
+def shown_plot(folder, training: dict | None) -> str | None:
+    """CURVE_FILE when ``folder`` holds the plot that ``training``'s record names (same sha256), else None."""
+    plot = ((training or {}).get("validation") or {}).get("plot")
+    path = Path(folder) / CURVE_FILE
+    if not isinstance(plot, dict) or not path.is_file():
+        return None
+    return CURVE_FILE if sha256_file(path) == plot.get("sha256") else None
 
 
 def previous_metadata(folder) -> dict:
@@ -115,7 +156,7 @@ def build_card(folder, repo_id: str | None = None, training: dict | None = None,
              "attributes": cfg.attr_dim, "data_source": prov.get("data_source"),
              "data_sha256": prov.get("data_sha256"), "weights_sha256": cfg.weights_sha256}
     if training:
-        block["training"] = training
+        block["training"] = training = _without_curve(training)
     data = ModelCardData(
         library_name="dkgzsl", pipeline_tag=PIPELINE, license=license,
         datasets=[prov["dataset"]] if prov.get("dataset") else None,
@@ -126,15 +167,31 @@ def build_card(folder, repo_id: str | None = None, training: dict | None = None,
     title = repo_id or f"dkgzsl bundle: {cfg.method} over {backbone or 'precomputed features'}"
     body = [f"# {title}", "", _summary(cfg, groups, backbone), ""]
     body += _recognises(cfg, groups) + _use(cfg, repo_id, backbone) + _trained(cfg, training)
-    body += _validation(prov, training) + _limits(cfg, groups, backbone, training) + _provenance(prov)
+    body += _validation(prov, training, shown_plot(folder, training))
+    body += _limits(cfg, groups, backbone, training) + _provenance(prov)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(body) + "\n"))
 
 
-def write_card(folder, **kwargs) -> Path:
-    """Write build_card(folder, …) to the bundle's README.md (atomically); returns its path."""
+def write_card(folder, training: dict | None = None, **kwargs) -> Path:
+    """Write build_card(folder, …) to the bundle's README.md (atomically); returns its path. A ``training``
+    record with a validation curve (training_record) first draws it as the bundle's CURVE_FILE."""
+    validation = (training or {}).get("validation")
+    if isinstance(validation, dict) and "curve" in validation:
+        digest = draw_curve_plot(folder, validation)
+        training = _without_curve(training)
+        if digest:
+            training["validation"]["plot"] = {"file": CURVE_FILE, "sha256": digest}
     path = Path(folder) / CARD_FILE
-    atomic_write_bytes(path, build_card(folder, **kwargs).encode("utf-8"))
+    atomic_write_bytes(path, build_card(folder, training=training, **kwargs).encode("utf-8"))
     return path
+
+
+def _without_curve(training: dict) -> dict:
+    """``training`` without validation.curve (drawn into CURVE_FILE, too long for the card's metadata)."""
+    validation = training.get("validation")
+    if not isinstance(validation, dict) or "curve" not in validation:
+        return training
+    return {**training, "validation": {k: v for k, v in validation.items() if k != "curve"}}
 
 
 # -- sections --------------------------------------------------------------------------------------
@@ -227,24 +284,41 @@ def _duration(seconds) -> str | None:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _validation(prov: dict, training: dict | None) -> list[str]:
+def _validation(prov: dict, training: dict | None, plot: str | None = None) -> list[str]:
     out = ["## Validation (model selection)", ""]
     val = (training or {}).get("validation")
     if prov.get("selection") == "none":
         return out + ["This bundle was trained with `--select none`: no validation figures exist.", ""]
     if not val:
-        return out + ["The validation figures of the selected epoch are not recorded in this bundle. Measure it on "
-                      "your own labelled photos with `dkgzsl evaluate`.", ""]
-    return out + [
+        return out + ["The validation figures of the selected epoch are not recorded in this bundle, nor its AUSUC "
+                      "plot. Measure it on your own labelled photos with `dkgzsl evaluate` (`--plot` draws the "
+                      "curve).", ""]
+
+    def fig(key: str) -> str:
+        return "–" if val.get(key) is None else f"{val[key]:.3f}"
+
+    out += [
         "Scored during selection on held-out seen photos and on validation classes that played the unseen part "
         "(never the test split): the selection model at the chosen epoch, not the final one (which also trains on "
         "the validation classes).", "",
-        "| selected epoch | S (seen) | U (unseen) | H at γ = 0 | H at the chosen γ | γ |",
-        "|---|---|---|---|---|---|",
-        f"| {val['epoch']} | {val['S']:.3f} | {val['U']:.3f} | {val['H']:.3f} | {val['H_calibrated']:.3f} "
-        f"| {val['gamma']:.4g} |", "",
-        "S and U are at γ = 0; CZSL and the AUSUC curve are not measured during selection. `dkgzsl evaluate "
-        "--images TEST_PHOTOS` gives S, U, H, CZSL and AUSUC on a labelled test set.", ""]
+        "| selected epoch | S (seen) | U (unseen) | H at γ = 0 | S at γ | U at γ | H at γ | γ | CZSL | AUSUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {val['epoch']} | {fig('S')} | {fig('U')} | {fig('H')} | {fig('S_calibrated')} | {fig('U_calibrated')} "
+        f"| {fig('H_calibrated')} | {val['gamma']:.4g} | {fig('CZSL')} | {fig('AUSUC')} |", "",
+        "S, U and H are at γ = 0 and at the chosen calibration γ (the one whose H is highest); CZSL: photos of the "
+        "validation classes, predicted among those classes only; AUSUC: the area under the seen-unseen accuracy "
+        "curve, γ swept over all values."]
+    if "CZSL" not in val:
+        out.append("This bundle's training record predates CZSL, AUSUC and S/U at γ (–: not recorded).")
+    if plot:
+        out += ["", f"![Seen-unseen accuracy curve of the selected epoch on the validation classes, AUSUC "
+                    f"{fig('AUSUC')}; the circle is the operating point at the chosen γ]({plot})", "",
+                f"`{plot}`: U (x) against S (y) as γ sweeps from favouring seen classes to favouring unseen ones; "
+                "the circle marks the chosen γ."]
+    else:
+        out += ["", f"The AUSUC plot is not in this bundle (no `{CURVE_FILE}` matching this record)."]
+    return out + ["", "`dkgzsl evaluate --images TEST_PHOTOS` gives S, U, H, CZSL and AUSUC on a labelled test set "
+                      "(`--plot FILE.png` draws its curve).", ""]
 
 
 def _limits(cfg, groups: dict, backbone: str | None, training: dict | None) -> list[str]:

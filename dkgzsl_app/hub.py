@@ -15,6 +15,7 @@ from .locations import hub_cache_dir
 from .models.errors import BundleError, DkgzslError
 
 BUNDLE_FILES = ["config.json", "model.safetensors", "classes.csv", "README.md"]
+OPTIONAL_FILES = ["ausuc.png"]  # models.bundle.CURVE_FILE: the model card's AUSUC plot, when the bundle has one
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -42,7 +43,8 @@ def download_bundle(ref: HubRef, offline: bool = False) -> Path:
                                         RevisionNotFoundError)
 
     try:
-        folder = snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=BUNDLE_FILES,
+        folder = snapshot_download(ref.repo_id, revision=ref.revision,
+                                   allow_patterns=BUNDLE_FILES + OPTIONAL_FILES,
                                    local_files_only=offline, library_name="dkgzsl", library_version=__version__,
                                    cache_dir=hub_cache_dir())
     except GatedRepoError:
@@ -192,7 +194,7 @@ def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool =
                 raise
             created, url = False, f"{api.endpoint}/{repo_id}"
             present = set(api.list_repo_files(repo_id))
-            other = sorted(present - set(BUNDLE_FILES) - {".gitattributes"})
+            other = sorted(present - set(BUNDLE_FILES + OPTIONAL_FILES) - {".gitattributes"})
             if other:
                 raise DkgzslError(f"hf-hub:{repo_id} already exists and holds files that are not part of a dkgzsl "
                                   f"bundle ({', '.join(other[:5])}); push to a new repository name.") from None

@@ -1,6 +1,7 @@
-"""`dkgzsl push`: a bundle that loads → exactly its four files, with a refreshed model card, in one commit
-on the Hugging Face Hub. With ``with_user_classes`` the pushed bundle is a new one whose classes include the
-user's (origin ``user``): the student head's fitted rows become ordinary rows of its weights."""
+"""`dkgzsl push`: a bundle that loads → exactly its four files (and the card's AUSUC plot when it has one), with
+a refreshed model card, in one commit on the Hugging Face Hub. With ``with_user_classes`` the pushed bundle is a
+new one whose classes include the user's (origin ``user``): the student head's fitted rows become ordinary rows
+of its weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .hub import BUNDLE_FILES, PushResult, _REPO, hub_token, push_folder
-from .models.bundle import CLASSES_FILE, CONFIG_FILE, WEIGHTS_FILE, load_bundle, save_bundle
+from .models.bundle import CLASSES_FILE, CONFIG_FILE, CURVE_FILE, WEIGHTS_FILE, load_bundle, save_bundle
 from .models.errors import BundleError, UsageError
 
 
@@ -28,7 +29,7 @@ def push_bundle(folder: Path, repo_id: str, *, private: bool = False, revision: 
     """Verify ``folder``, stage the bundle to push with its card, and commit it to ``repo_id``. Returns the
     push result and a summary of what was pushed (files with sizes, classes, weights sha256, the parts a
     slim bundle leaves out). Without ``full`` the pushed bundle is slim (dkgzsl_app/slim.py)."""
-    from .card import build_card, previous_metadata
+    from .card import build_card, previous_metadata, shown_plot
 
     repo_id = check_repo_id(repo_id)
     token = hub_token()  # before any work: a missing token is the commonest failure
@@ -47,14 +48,18 @@ def push_bundle(folder: Path, repo_id: str, *, private: bool = False, revision: 
             from .slim import write_slim
 
             write_slim(staged, staged, card=False)
+        files = list(BUNDLE_FILES)
+        if shown_plot(folder, training):  # the card's AUSUC plot, when it is the one its training record names
+            shutil.copyfile(Path(folder) / CURVE_FILE, staged / CURVE_FILE)
+            files.append(CURVE_FILE)
         card = build_card(staged, repo_id=repo_id, training=training, license=license, previous=previous)
         (staged / "README.md").write_text(card, encoding="utf-8")
         pushed = load_bundle(staged)  # what leaves the machine loads, card included
-        sizes = {f: (staged / f).stat().st_size for f in BUNDLE_FILES}
+        sizes = {f: (staged / f).stat().st_size for f in files}
         message = message or (f"dkgzsl push: {pushed.config.method} bundle, {pushed.config.num_classes} classes "
                               f"(weights {pushed.config.weights_sha256[:12]})")
         say(f"pushing {len(sizes)} files ({sum(sizes.values()) / 1e6:.1f} MB) to hf-hub:{repo_id} ({revision})")
-        result = push_folder(staged, list(BUNDLE_FILES), repo_id, private=private, revision=revision,
+        result = push_folder(staged, files, repo_id, private=private, revision=revision,
                              message=message, token=token)
     summary = {"files": sizes, "classes": pushed.config.num_classes,
                "user_classes": pushed.origins.count("user"), "weights_sha256": pushed.config.weights_sha256,

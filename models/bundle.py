@@ -5,6 +5,8 @@
                        also the backbone's, named ``backbone.*``; config.backbone's tag says so)
     classes.csv        name, origin (seen | unseen | user), attribute values
     README.md          Hugging Face model card
+    ausuc.png          optional: the card's plot of the selected epoch's validation seen-unseen curve
+                       (written with the card by `dkgzsl train`; a bundle loads without it)
 
 A slim bundle's model.safetensors leaves out the parts only training reads (critic, teacher, ...);
 config.json's ``omitted_parts`` names them (models/parts.py, `dkgzsl models slim`).
@@ -30,6 +32,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CLASSES_FILE = "classes.csv"
 CARD_FILE = "README.md"
+CURVE_FILE = "ausuc.png"  # optional: the model card's AUSUC plot; load_bundle never reads it
 
 
 @dataclass

@@ -62,6 +62,7 @@ def test_train_push_download_classify_round_trip(hub, photos, tmp_path, monkeypa
     card = (bundle / "README.md").read_text()
     assert "dkgzsl train --images" in card and "--epochs 3" in card  # the command, as typed
     assert "| selected epoch | S (seen) |" in card and "- wall time: " in card and "- hardware: " in card
+    assert "](ausuc.png)" in card and (bundle / "ausuc.png").is_file()  # the AUSUC plot (tests/test_card.py)
     local = runner.invoke(app, ["classify", str(photos / "test"), "--model", str(bundle), "--format", "json",
                                 "--device", "cpu", "--workers", "0"])
     assert local.exit_code == 0, local.output
@@ -71,13 +72,13 @@ def test_train_push_download_classify_round_trip(hub, photos, tmp_path, monkeypa
     commit = done["commit"]
     assert done["created"] and len(commit) == 40 and done["classify"].startswith(f"dkgzsl classify --model hf-hub:acme/tiny@{commit}")
     on_hub = files_on(hub, "acme/tiny")
-    assert sorted(on_hub) == sorted(BUNDLE_FILES + [".gitattributes"])  # exactly the bundle's files
+    assert sorted(on_hub) == sorted(BUNDLE_FILES + ["ausuc.png", ".gitattributes"])  # exactly the bundle's files
     from dkgzsl_app.slim import write_slim
 
     slim = tmp_path / "slim"
     write_slim(bundle, slim, card=False)  # push sends the slim bundle by default (--full: the folder's own files)
-    for f in ("config.json", "model.safetensors", "classes.csv"):
-        assert on_hub[f] == (slim / f).read_bytes(), f
+    for f in ("config.json", "model.safetensors", "classes.csv", "ausuc.png"):
+        assert on_hub[f] == ((bundle if f == "ausuc.png" else slim) / f).read_bytes(), f
     pushed_card = on_hub["README.md"].decode()
     assert "dkgzsl train --images" in pushed_card  # the training record survives the refresh
     assert f"hf-hub:acme/tiny@COMMIT" in pushed_card and "pipeline_tag: zero-shot-image-classification" in pushed_card
@@ -243,7 +244,8 @@ def test_card_is_hub_metadata_from_the_bundle(tmp_path):
               "validation": {"epoch": 3, "S": 0.9, "U": 0.5, "H": 0.6, "H_calibrated": 0.7, "gamma": 0.2}}
     write_card(folder, training=record, license="mit")
     text = (folder / "README.md").read_text()
-    assert "| 3 | 0.900 | 0.500 | 0.600 | 0.700 | 0.2 |" in text and "dkgzsl train --features f --out r" in text
+    assert "| 3 | 0.900 | 0.500 | 0.600 | – | – | 0.700 | 0.2 | – | – |" in text  # an older record: no CZSL, AUSUC
+    assert "dkgzsl train --features f --out r" in text
     refreshed = build_card(folder)  # the record and the license come back from the card's metadata
     assert "dkgzsl train --features f --out r" in refreshed and "license: mit" in refreshed
     data = json.loads((folder / "config.json").read_text())

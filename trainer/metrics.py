@@ -276,14 +276,33 @@ def evaluate_gzsl(scores, labels, seen, gamma=0.0, with_ausuc=True) -> GZSLResul
     return GZSLResult(s, u, h, czsl_accuracy(scores, labels, seen), float(gamma), area)
 
 
-def plot_seen_unseen_curve(gammas, s, u, path, title="", mark=None) -> None:
+def thin_curve(gammas, s, u, points: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At most ``points`` points of a seen-unseen curve, enough to draw it: the first, the last, and the
+    points where the polyline's length in (U, S) crosses equal steps, so its corners survive. A curve
+    with nan (a side without images) is returned whole when short, else ``points`` evenly spaced points.
+    (The area is the full curve's: ``ausuc``; a thinned curve only draws it.)"""
+    g, s, u = (np.asarray(a, dtype=np.float64).ravel() for a in (gammas, s, u))
+    if s.size <= points:
+        return g, s, u
+    if np.isnan(s).any() or np.isnan(u).any():
+        keep = np.unique(np.linspace(0, s.size - 1, points).round().astype(np.int64))
+    else:
+        arc = np.concatenate(([0.0], np.cumsum(np.hypot(np.diff(u), np.diff(s)))))
+        keep = np.searchsorted(arc, np.linspace(0.0, arc[-1], points - 1), side="left")
+        keep = np.unique(np.append(np.minimum(keep, s.size - 1), [0, s.size - 1]))
+    return g[keep], s[keep], u[keep]
+
+
+def plot_seen_unseen_curve(gammas, s, u, path, title="", mark=None, area=None, mark_label="") -> None:
     """Write the seen-unseen curve as a PNG (PIL only), atomically.
 
     Args:
-        gammas, s, u: the (K,) arrays from ``seen_unseen_curve``.
+        gammas, s, u: the (K,) arrays from ``seen_unseen_curve`` (or ``thin_curve``).
         path: output .png path; the parent folder is created.
         title: text before the AUSUC in the title line.
         mark: optional (U, S) point to mark, e.g. the chosen gamma's operating point.
+        area: the AUSUC to print (default: the area under ``s``, ``u``; give the full curve's for a thinned one).
+        mark_label: text written beside ``mark`` (e.g. "γ = 0.57").
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -307,12 +326,15 @@ def plot_seen_unseen_curve(gammas, s, u, path, title="", mark=None) -> None:
     draw.rectangle([left, top, left + w, top + h], outline="black")
     draw.text((left + w / 2 - 50, size - 22), "U (unseen accuracy)", fill="black", font=font)
     draw.text((4, top - 18), "S (seen accuracy)", fill="black", font=font)
-    area = _area(s, u)
-    if not math.isnan(area):
+    area = _area(s, u) if area is None else float(area)
+    if s.size and not (np.isnan(s).any() or np.isnan(u).any()):
         draw.line([px(x, y) for x, y in zip(*_closed(s, u))], fill=(31, 119, 180), width=2)
     if mark is not None and all(math.isfinite(v) for v in mark):
         mx, my = px(float(mark[0]), float(mark[1]))
         draw.ellipse([mx - 5, my - 5, mx + 5, my + 5], outline=(214, 39, 40), width=2)
+        if mark_label:  # beside the point, on the side with room
+            tx = mx + 9 if mx < left + w - 110 else mx - 9 - draw.textlength(mark_label, font=font)
+            draw.text((tx, my - 14 if my > top + 20 else my + 6), mark_label, fill=(214, 39, 40), font=font)
     label = "AUSUC n/a" if math.isnan(area) else f"AUSUC {area:.4f}"
     draw.text((left, 12), f"{title}  {label}".strip(), fill="black", font=font)
 

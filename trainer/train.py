@@ -36,7 +36,8 @@ from .data import FeatureSet, carve_validation, hold_out_per_class
 from .determinism import deterministic_training
 from .loop import fit
 from .methods import check_options
-from .metrics import choose_gamma, gamma_for_seen_rate, gzsl_accuracy, seen_side_rate
+from .metrics import (ausuc, choose_gamma, czsl_accuracy, gamma_for_seen_rate, gzsl_accuracy, seen_side_rate,
+                      seen_unseen_curve, thin_curve)
 from .task import Task, make_task
 
 
@@ -81,11 +82,26 @@ def validation_metrics(task: Task, tau: float, with_seen_rate: bool = False) -> 
         s, u, h = gzsl_accuracy(scores, labels, seen, 0.0)
         gamma, h_cal = choose_gamma(scores, labels, seen)
         row = {"val_S": s, "val_U": u, "val_H": h, "val_H_cal": h_cal, "val_gamma": gamma}
+        row.update(selection_curve(scores, labels, seen, gamma))
         if with_seen_rate:
             row["val_seen_rate"] = seen_side_rate(scores[seen[labels]], seen, gamma)
         return row
 
     return evaluate
+
+
+def selection_curve(scores: np.ndarray, labels: np.ndarray, seen: np.ndarray, gamma: float) -> dict:
+    """What the model card shows of a selection epoch beyond S/U/H: CZSL (validation-class photos among those
+    classes only), AUSUC, S and U at the chosen γ (the operating point) and the seen-unseen curve thinned to
+    64 points for its plot (``val_curve``: gamma, S, U lists; the area is the full curve's). NumPy only: no
+    random numbers, nothing the training reads."""
+    g, s_curve, u_curve = seen_unseen_curve(scores, labels, seen)
+    s_cal, u_cal, _ = gzsl_accuracy(scores, labels, seen, gamma)
+    g, s_curve, u_curve = thin_curve(g, s_curve, u_curve)
+    return {"val_CZSL": czsl_accuracy(scores, labels, seen), "val_AUSUC": ausuc(scores, labels, seen),
+            "val_S_cal": s_cal, "val_U_cal": u_cal,
+            "val_curve": {"gamma": [float(f"{x:.6g}") for x in g], "S": [round(float(x), 5) for x in s_curve],
+                          "U": [round(float(x), 5) for x in u_curve]}}
 
 
 def model_config(fs: FeatureSet, cfg: TrainConfig, calibration: float, provenance: dict,
