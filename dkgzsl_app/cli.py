@@ -755,6 +755,8 @@ def models_slim(model: str = typer.Argument(..., help="The bundle: a folder, loc
         _fail(f"{out}: give a new or empty folder for the slim bundle (it is {'not a folder' if not out.is_dir() else 'not empty'}).", 2)
     check_writable_folder(out, "slim bundle folder (OUT)")
     info = write_slim(folder, out)
+    if info.get("card_warning"):
+        _warn(info["card_warning"])
     if as_json:
         typer.echo(json.dumps(info))
         return

@@ -18,7 +18,8 @@ def write_slim(src, dest, card: bool = True) -> dict:
     """Write the slim bundle of the bundle folder ``src`` to ``dest`` (may be ``src`` itself: rewritten in place,
     each file atomically). ``card``: refresh the model card (README.md), keeping the training record of the
     source's card. Returns {"bundle", "omitted_parts", "left_out" (parts this call removed), "weights_bytes":
-    {"before", "after"}, "weights_sha256"}."""
+    {"before", "after"}, "weights_sha256"}, and "card_warning" when the card could not be refreshed (the bundle
+    is complete without it: save_bundle wrote a plain one)."""
     src, dest = Path(src), Path(dest)
     from .models.parts import slim_config_and_model
 
@@ -32,6 +33,7 @@ def write_slim(src, dest, card: bool = True) -> dict:
         old = previous.get("dkgzsl") or {}
         training = old.get("training") if old.get("weights_sha256") == bundle.config.weights_sha256 else None
     config, left_out = slim_config_and_model(bundle)
+    warning = None
     if not left_out:  # slim already, or a method whose inference reads every tensor (MSDN): the files as they are
         if src.resolve() != dest.resolve():
             dest.mkdir(parents=True, exist_ok=True)
@@ -42,14 +44,16 @@ def write_slim(src, dest, card: bool = True) -> dict:
     else:
         save_bundle(bundle.model, config, dest, origins=bundle.origins, backbone_state=bundle.backbone_state)
         if card:
-            _card(src, dest, training, previous)
-    return {"bundle": str(dest), "omitted_parts": list(config.omitted_parts or []), "left_out": left_out,
-            "weights_bytes": {"before": before, "after": (dest / WEIGHTS_FILE).stat().st_size},
-            "weights_sha256": config.weights_sha256}
+            warning = _card(src, dest, training, previous)
+    out = {"bundle": str(dest), "omitted_parts": list(config.omitted_parts or []), "left_out": left_out,
+           "weights_bytes": {"before": before, "after": (dest / WEIGHTS_FILE).stat().st_size},
+           "weights_sha256": config.weights_sha256}
+    return {**out, "card_warning": warning} if warning else out
 
 
-def _card(src: Path, dest: Path, training, previous) -> None:
-    """The card of the source, refreshed for the slim bundle (and its AUSUC plot, which shows the same run)."""
+def _card(src: Path, dest: Path, training, previous) -> str | None:
+    """The card of the source, refreshed for the slim bundle (and its AUSUC plot, which shows the same run);
+    what went wrong, or None."""
     from .card import write_card
     from .models import bundle as files
 
@@ -58,5 +62,6 @@ def _card(src: Path, dest: Path, training, previous) -> None:
         shutil.copyfile(src / plot, dest / plot)
     try:
         write_card(dest, training=training, previous=previous)
-    except Exception:  # noqa: BLE001  (save_bundle wrote a plain card; a card problem must not lose the bundle)
-        pass
+    except Exception as e:  # noqa: BLE001  (save_bundle wrote a plain card; a card problem must not lose the bundle)
+        return f"{dest / CARD_FILE}: the model card was not refreshed ({e}); `dkgzsl push` writes one."
+    return None

@@ -209,6 +209,8 @@ def load_bundle(directory, device: str = "cpu", *, init: str = "meta") -> Bundle
 
     from .parts import assign, build
 
+    if init not in ("meta", "random"):
+        raise ValueError(f"init must be 'meta' or 'random', not {init!r}")
     directory = Path(directory)
     config = load_config(directory)
     wpath = directory / WEIGHTS_FILE
