@@ -178,12 +178,13 @@ def bundle_backbone(bundle):
     """The backbone a bundle's features come from: its own fine-tuned weights (``train --finetune-backbone``;
     their config, whose tag keys the feature cache apart from the stock weights'), else the stock weights
     (packaged offline, or from the Hub), checked against what the bundle was trained on."""
-    from .models.backbone import OFFLINE, backbone_from_state, create_backbone, is_finetuned
+    from .models.backbone import OFFLINE, backbone_from_state, create_backbone, is_finetuned, with_image_size
 
     bb = bundle.config.backbone
     if is_finetuned(bb):
         return backbone_from_state(bb, bundle.backbone_state)
     backbone = create_backbone(bb.name, weights="offline" if bb.name in OFFLINE else "hub")
+    backbone = with_image_size(backbone, bb.input_size[-2:])  # the size it was trained at (train --image-size)
     if backbone.config.pretrained_tag != bb.pretrained_tag or backbone.config.input_size != bb.input_size:
         raise BundleError(f"{bundle.path}: the bundle was trained on {bb.name} [{bb.pretrained_tag}] features, "
                           f"but the available weights are [{backbone.config.pretrained_tag}].")

@@ -90,6 +90,7 @@ def train(
     partial: bool = typer.Option(False, "--partial", help="With --dataset: use the photos of a partial download (a seeded 20%% of each seen class as test photos, not the proposed split)."),
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="With --images: the class table CSV (name, [origin,] attribute columns) of every class, seen and unseen."),
     backbone: str = typer.Option("tf_efficientnet_lite0", help="With --images: the timm backbone whose features to train on."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", show_default=False, help="With --images or --dataset: resize photos to N px for the backbone [default: its stock size, e.g. 224]; the bundle records it and every command uses it (MSDN's paper: 448, 14 × 14 regions)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, metrics.jsonl and the bundle (OUT/bundle)."),
     from_: Optional[str] = typer.Option(None, "--from", help="Fine-tune a bundle (a bundled model name, local-dir:PATH or hf-hub:ORG/NAME[@REV]): start from its weights on new photos or new classes. Keeps its method, network widths, DKGZSL switches, attribute vocabulary, feature scaling and backbone (those options, when given and different, are refused)."),
     offline: bool = typer.Option(False, "--offline", help="With --from: use only the local Hub cache."),
@@ -151,6 +152,8 @@ def train(
               "(feature files hold no photos).", 2)
     if images is not None and attributes is None:
         _fail("--images needs --attributes CSV: the class table of every class, seen and unseen.", 2)
+    if image_size is not None and features is not None:
+        _fail("--image-size resizes photos for the backbone: give --images or --dataset (feature files are extracted already).", 2)
     if features is not None and not features.exists():
         _fail(f"{features}: no such folder. Give a folder with att_splits.mat + res101.mat "
               "(xlsa17) or features.safetensors + classes.csv (dkgzsl format).")
@@ -207,11 +210,11 @@ def train(
         from .reproduce import dataset_features
 
         fs, bb_config = dataset_features(dataset, root, partial, backbone, dev, feature_kind(cfg), cfg.seed, _warn,
-                                         _extraction_progress)
+                                         _extraction_progress, image_size=image_size)
     elif images is not None:
         fs, bb_config, photo_set, bb_weights = _images_feature_set(
             images, attributes, backbone, dev, workers=2, kind=kind or feature_kind(cfg),
-            finetune=cfg.finetune_backbone, source=init_dir)
+            finetune=cfg.finetune_backbone, source=init_dir, image_size=image_size)
     else:
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
     for note in notes(cfg, fs.kind):
@@ -267,17 +270,25 @@ def _finetune_source(ctx, source: str, offline: bool, cfg: TrainConfig, backbone
 
 
 def _images_feature_set(images: Path, attributes: Path, backbone_name: str, device: str, workers: int,
-                        kind: str = "pooled", finetune: bool = False, source: Optional[Path] = None):
+                        kind: str = "pooled", finetune: bool = False, source: Optional[Path] = None,
+                        image_size: Optional[int] = None):
     """Backbone features (``kind``: pooled or regions) of a photo folder, through the feature cache, as a
     FeatureSet; (it, the backbone's config, with ``finetune`` the photos as a PhotoSet, the weights of a
     ``source`` bundle's fine-tuned backbone, which extract the photos and carry over to the new bundle)."""
     from .cache import FeatureCache
     from .image_data import feature_set_from_images, finetune_set_from_images
     from .locations import feature_cache_file
-    from .models.backbone import OFFLINE, create_backbone, is_finetuned
+    from .models.backbone import OFFLINE, create_backbone, is_finetuned, with_image_size
     from .models.bundle import load_bundle, load_config
+    from .models.errors import UsageError
 
     weights = None
+    if source is not None:  # --from: the source's input size (its backbone's)
+        size = list(load_config(source).backbone.input_size[-2:])
+        if image_size is not None and [image_size, image_size] != size:
+            raise UsageError(f"--image-size {image_size}, but {source} was trained on {size[0]} px photos; drop "
+                             "--image-size (a fine-tuned model keeps its source's input size).")
+        image_size = size
     if source is not None and is_finetuned(load_config(source).backbone):
         from .classify import bundle_backbone
 
@@ -285,6 +296,7 @@ def _images_feature_set(images: Path, attributes: Path, backbone_name: str, devi
         bb, weights = bundle_backbone(bundle), bundle.backbone_state
     else:
         bb = create_backbone(backbone_name, weights="offline" if backbone_name in OFFLINE else "hub")
+        bb = bb if image_size is None else with_image_size(bb, image_size)
     if finetune:
         fs, photos = finetune_set_from_images(images, attributes, bb, device, workers, warn=_warn,
                                               progress=_extraction_progress, kind=kind)
@@ -375,6 +387,7 @@ def reproduce(
     method: Method = typer.Option(Method("dkgzsl"), help="The method whose paper to reproduce (its settings: datasets/presets.json)."),
     backbone: Optional[str] = typer.Option(None, help="resnet101 or vit_base_patch16_224 (the papers'; default: the method's preset), or any timm name."),
     backbone_weights: str = typer.Option("auto", help="auto: ImageNet weights (packaged, else the Hugging Face Hub); none: random (smoke tests only)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", show_default=False, help="Resize photos to N px [default: the preset's: 448 for msdn and msdnpp, as their papers; else the backbone's stock size, 224]."),
     out: Path = typer.Option(..., "--out", help="Folder for results.md, results.json and the run (OUT/run/bundle)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="FIELD=VALUE: override a training setting of the preset (repeatable), e.g. --set epochs=10."),
     partial: bool = typer.Option(False, "--partial", help="Use the photos of a partial download (not the proposed split: the table says so)."),
@@ -393,7 +406,7 @@ def reproduce(
 
     if backbone_weights not in ("auto", "none"):
         _fail(f"--backbone-weights {backbone_weights}: auto or none.", 2)
-    plan = make_plan(dataset.lower(), method.value, backbone, parse_overrides(set_ or []))
+    plan = make_plan(dataset.lower(), method.value, backbone, parse_overrides(set_ or []), image_size)
     dev = parse_device(device)
     check_writable_folder(out, "output folder (--out)")
     from .cache import FeatureCache
@@ -401,6 +414,7 @@ def reproduce(
 
     words = ["dkgzsl", "reproduce", dataset, "--root", str(root), "--method", method.value]  # as typed, for results.md
     words += (["--backbone", backbone] if backbone else []) + [w for item in set_ or [] for w in ("--set", item)]
+    words += ["--image-size", str(image_size)] if image_size is not None else []
     words += (["--backbone-weights", backbone_weights] if backbone_weights != "auto" else []) + \
         (["--partial"] if partial else []) + (["--device", device] if device != "auto" else []) + ["--out", str(out)]
     words += ["--resume"] if resume else []

@@ -36,6 +36,7 @@ class Plan:
     train: dict  # TrainConfig fields
     published: dict | None  # the paper's row for this backbone, None when the presets have none
     notes: list[str]
+    image_size: int | None = None  # px the photos are resized to (the preset's, --image-size); None: stock
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -57,8 +58,9 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def make_plan(dataset: str, method: str, backbone: str | None, overrides: dict) -> Plan:
-    """The preset of ``method`` on ``dataset`` with ``overrides`` on top (UsageError for unknown names)."""
+def make_plan(dataset: str, method: str, backbone: str | None, overrides: dict, image_size: int | None = None) -> Plan:
+    """The preset of ``method`` on ``dataset`` with ``overrides`` (and ``image_size``, px) on top (UsageError for
+    unknown names)."""
     from .datasets import DATASETS
 
     presets = load_presets()
@@ -75,13 +77,21 @@ def make_plan(dataset: str, method: str, backbone: str | None, overrides: dict) 
     if published is None:
         notes.append(f"No published {method} row on {dataset.upper()} with {backbone}.")
     train = {"method": method, **m.get("train", {}), **d.get("train", {}), **overrides}
-    return Plan(dataset, method, backbone, timm_name, train, published, notes)
+    return Plan(dataset, method, backbone, timm_name, train, published, notes,
+                image_size=image_size if image_size is not None else d.get("image_size", m.get("image_size")))
 
 
-def make_backbone(timm_name: str, weights: str = "auto"):
+def make_backbone(timm_name: str, weights: str = "auto", image_size: int | None = None):
     """The backbone with its ImageNet weights (packaged offline, else the Hugging Face Hub), or random ones
-    (``weights="none"``: smoke tests); a BundleError that says where the weights come from when they cannot
-    be had."""
+    (``weights="none"``: smoke tests), at ``image_size`` px (None: its stock size); a BundleError that says
+    where the weights come from when they cannot be had."""
+    from .models.backbone import with_image_size
+
+    bb = _make_backbone(timm_name, weights)
+    return bb if image_size is None else with_image_size(bb, image_size)
+
+
+def _make_backbone(timm_name: str, weights: str):
     from .models.backbone import OFFLINE, create_backbone
 
     if weights == "none":  # seeded, and tagged so: the same weights every run (cache, --resume), never mixed up
@@ -106,14 +116,14 @@ def make_backbone(timm_name: str, weights: str = "auto"):
 
 
 def dataset_features(dataset: str, root: Path, partial: bool, backbone: str, device: str, kind: str, seed: int,
-                     warn: Callable[[str], None], progress=None, weights: str = "auto"):
+                     warn: Callable[[str], None], progress=None, weights: str = "auto", image_size: int | None = None):
     """`train --dataset`: (the data set's FeatureSet with its split, the backbone's config), through the cache."""
     from .cache import FeatureCache
     from .datasets import feature_set_from_dataset, load_dataset
     from .locations import feature_cache_file
 
     ds = load_dataset(dataset, root, allow_partial=partial, seed=seed, warn=warn)
-    bb = make_backbone(backbone, weights)
+    bb = make_backbone(backbone, weights, image_size)
     fs = feature_set_from_dataset(ds, bb, device, FeatureCache(feature_cache_file(), warn=warn), warn=warn,
                                   progress=progress, kind=kind)
     return fs, bb.config
@@ -163,7 +173,7 @@ def run(plan: Plan, root: Path, out: Path, device: str = "cpu", weights: str = "
     started = time.monotonic()
     cfg = training_config(plan)
     ds = load_dataset(plan.dataset, root, allow_partial=partial, seed=cfg.seed, warn=warn)
-    bb = make_backbone(plan.timm_name, weights)
+    bb = make_backbone(plan.timm_name, weights, plan.image_size)
     fs = feature_set_from_dataset(ds, bb, device, cache, warn=warn, progress=progress, kind=feature_kind(cfg))
     extracted = time.monotonic()
     outcome = train_bundle(fs, cfg, out / "run", resume=resume, device=device, backbone=bb.config,
@@ -172,6 +182,8 @@ def run(plan: Plan, root: Path, out: Path, device: str = "cpu", weights: str = "
     metrics = evaluate_bundle(bundle, fs)
     result = {"dataset": ds.name, "split": ds.split, "method": plan.method, "backbone": plan.timm_name,
               "backbone_weights": bb.config.pretrained_tag or "random", "bundle": str(outcome.bundle_dir),
+              "input_size": list(bb.config.input_size[-2:]),
+              "regions": int(fs.features.shape[1]) if fs.features.ndim == 3 else None,
               "selected_epoch": outcome.best_epoch, "calibration": outcome.calibration, "metrics": metrics,
               "published": plan.published, "train": plan.train, "notes": plan.notes,
               "n_photos": {"trainval": int(len(fs.trainval)), "test_seen": int(len(fs.test_seen)),
@@ -204,7 +216,8 @@ def commands(plan: Plan, root: Path, out: Path, bundle_dir: Path, command: str, 
             words.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
         else:
             words.append(f"--{k.replace('_', '-')} {q(str(v))}")
-    step = [" ".join([f"dkgzsl train {data} --method {plan.method} --backbone {q(plan.timm_name)}", *words,
+    size = [f"--image-size {plan.image_size}"] if plan.image_size else []
+    step = [" ".join([f"dkgzsl train {data} --method {plan.method} --backbone {q(plan.timm_name)}", *size, *words,
                       f"--out {q(str(out / 'run'))}"])]
     if rest:
         step[0] += f"  # and TrainConfig {', '.join(rest)} (no train option: reproduce --set)"
@@ -218,12 +231,22 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+def _input_size(r: dict) -> str:
+    """'Input: 448 px photos (196 regions). ' from a results dict (older ones, without the size: '')."""
+    if "input_size" not in r:
+        return ""
+    h, w = r["input_size"]
+    regions = f" ({r['regions']} regions)" if r.get("regions") else ""
+    return f"Input: {h} px photos{regions}. " if h == w else f"Input: {h} × {w} px photos{regions}. "
+
+
 def results_markdown(r: dict) -> str:
     m, pub = r["metrics"], r["published"]
     lines = [f"# {r['method']} on {r['dataset']} ({r['backbone']})", "",
              f"Split: {'xlsa17 proposed split' if r['split'] == 'proposed' else 'PARTIAL download: a seeded 20% of each seen class as test_seen, not the proposed split; not comparable with the paper'}. "
              f"Photos: {r['n_photos']['trainval']} trainval, {r['n_photos']['test_seen']} test seen, "
              f"{r['n_photos']['test_unseen']} test unseen. Backbone weights: {r['backbone_weights']}. "
+             + _input_size(r) +
              f"Selected on validation classes: {r['selected_epoch']} epochs, γ = {r['calibration']:.4g}.", "",
              "| | U | S | H | CZSL | AUSUC |", "|---|---:|---:|---:|---:|---:|",
              "| ours (γ from validation) | " + " | ".join(_pct(m[k]) for k in METRICS) + " |"]

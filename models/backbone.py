@@ -120,8 +120,9 @@ class Backbone:
         return x.float().div(255).sub(mean).div(std)  # what ToTensor + Normalize compute, in their order
 
 
-def create_backbone(name: str, weights: str = "offline") -> Backbone:
-    """Build timm ``name`` with ``weights`` in offline | hub | none (see the module docstring)."""
+def create_backbone(name: str, weights: str = "offline", image_size=None) -> Backbone:
+    """Build timm ``name`` with ``weights`` in offline | hub | none (see the module docstring), at its stock input
+    size or ``image_size`` (px, or (H, W); ``with_image_size``)."""
     import timm
 
     if weights not in ("offline", "hub", "none"):
@@ -136,10 +137,78 @@ def create_backbone(name: str, weights: str = "offline") -> Backbone:
     tag = load_offline_weights(model, name) if weights == "offline" else (
         model.pretrained_cfg.get("tag", "") if weights == "hub" else "")
     cfg = timm.data.resolve_data_config({}, model=model)
-    return Backbone(model, BackboneConfig(
+    backbone = Backbone(model, BackboneConfig(
         name=name, pretrained_tag=tag, input_size=list(cfg["input_size"]), mean=list(cfg["mean"]),
         std=list(cfg["std"]), interpolation=cfg["interpolation"], crop_pct=float(cfg["crop_pct"]),
         feature_layer="forward_features"))
+    return backbone if image_size is None else with_image_size(backbone, image_size)
+
+
+# ---- the input size (``--image-size``; config.backbone.input_size) --------------------------------------
+# A bundle records the photo size its backbone ran at (config.backbone.input_size: timm's stock size unless
+# trained with --image-size) and every command rebuilds the backbone at it. CNNs take any size (a stride-32
+# net's region map grows: 7 × 7 at 224 px, 14 × 14 at 448); ViTs get timm's own ``set_input_size``, which
+# resamples the position embeddings. Preprocessing (resize, centre crop) follows input_size, and so does the
+# feature cache key (dkgzsl_app/cache.py), so features of one size are never served for another.
+MAX_IMAGE_SIZE = 1024  # px: 21× the pixels of 224, far beyond any paper's setting
+
+
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def check_image_size(model, name: str, size) -> tuple[int, int]:
+    """(H, W) of ``size`` (an int or a pair) if timm model ``name`` can take photos of that size, else UsageError:
+    at least the net's total stride (one region), a multiple of a ViT's patch, at most MAX_IMAGE_SIZE."""
+    from .errors import UsageError
+
+    h, w = _pair(size)
+    info = getattr(model, "feature_info", None) or [{}]
+    reduction = int(info[-1].get("reduction", 32)) if isinstance(info[-1], dict) else 32
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    shown = f"{h}" if h == w else f"{h} × {w}"
+    if patch is not None:
+        ph, pw = _pair(patch)
+        if h % ph or w % pw:
+            near = max(ph, round(h / ph) * ph)
+            raise UsageError(f"image size {shown} px: {name} cuts photos into {ph} × {pw} px patches, so the size "
+                             f"must be a multiple of {ph} (e.g. {near}).")
+    if min(h, w) < reduction:
+        raise UsageError(f"image size {shown} px is too small for {name}: its feature map is 1/{reduction} of the "
+                         f"photo, so give at least {reduction} px (its stock size is usually best).")
+    if max(h, w) > MAX_IMAGE_SIZE:
+        raise UsageError(f"image size {shown} px is too large: at most {MAX_IMAGE_SIZE} px (the papers use 224 or "
+                         "448).")
+    return h, w
+
+
+def with_image_size(backbone: Backbone, size) -> Backbone:
+    """``backbone`` at input size ``size`` (an int or (H, W)): itself when that is already its size (bit for bit
+    the stock backbone), else one whose preprocessing resizes and crops to it; a ViT's model is changed in place
+    (timm's ``set_input_size``). UsageError for a size the net cannot take."""
+    import dataclasses
+
+    import torch
+
+    from .errors import UsageError
+
+    h, w = _pair(size)
+    if [h, w] == list(backbone.config.input_size[-2:]):
+        return backbone
+    name, model = backbone.config.name, backbone.model
+    check_image_size(model, name, (h, w))
+    if hasattr(model, "set_input_size"):  # ViT, Swin, ...: position embeddings resampled by timm
+        model.set_input_size(img_size=(h, w))
+    elif hasattr(model, "pos_embed") or hasattr(model, "patch_embed"):
+        raise UsageError(f"timm cannot change {name}'s input size (it has no set_input_size); use its stock size "
+                         f"{backbone.config.input_size[-1]}.")
+    try:  # one dummy photo: a net with size-bound layers fails here, not minutes into extraction
+        with torch.no_grad():
+            model.eval().forward_features(torch.zeros(1, 3, h, w))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise UsageError(f"{name} cannot take {h} × {w} px photos ({str(e)[:200]}); use its stock size "
+                         f"{backbone.config.input_size[-1]}.") from None
+    return Backbone(model, dataclasses.replace(backbone.config, input_size=[backbone.config.input_size[0], h, w]))
 
 
 # ---- a backbone fine-tuned inside a bundle (``dkgzsl train --finetune-backbone``) -------------------------
@@ -198,6 +267,9 @@ def backbone_from_state(config: BackboneConfig, state: dict) -> Backbone:
         model = timm.create_model(config.name, pretrained=False)
     except RuntimeError as e:
         raise BundleError(f"timm cannot build {config.name!r}: {e}") from None
+    stock = list(timm.data.resolve_data_config({}, model=model)["input_size"][-2:])
+    if list(config.input_size[-2:]) != stock and hasattr(model, "set_input_size"):  # a ViT fine-tuned at its size:
+        model.set_input_size(img_size=tuple(config.input_size[-2:]))  # position embeddings of that size
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
