@@ -46,7 +46,8 @@ def file_digest(path, chunk: int = 1 << 20) -> str:
 def backbone_key(config, precision: str = "fp32", channels_last: bool = False, kind: str = "pooled") -> str:
     """Everything that changes the features of a given photo: weights (``pretrained_tag``; a backbone
     fine-tuned in a bundle has a tag of its own naming its weights' digest, so neither the stock weights'
-    features nor another fine-tuned copy's are served for it), preprocessing, the precision of
+    features nor another fine-tuned copy's are served for it), preprocessing (``input_size`` among it: features
+    at 224 px are never served for a bundle trained at 448, ``train --image-size``), the precision of
     the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key)
     and the memory layout. channels_last and the default layout agree within fp32 round-off (~1e-6
     relative), but not bit for bit: ``train --images`` extracts in the default layout so that a bundle

@@ -54,7 +54,9 @@ class BackboneConfig:
 
     name: str
     pretrained_tag: str = ""
-    input_size: list[int] = field(default_factory=lambda: [3, 224, 224])
+    input_size: list[int] = field(default_factory=lambda: [3, 224, 224])  # [3, H, W] the photos are resized and
+    #   cropped to: timm's stock size, or train --image-size's (every bundle records it; classify rebuilds the
+    #   backbone at it: models/backbone.py with_image_size)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     interpolation: str = "bicubic"
