@@ -217,7 +217,7 @@ def train(
             finetune=cfg.finetune_backbone, source=init_dir, image_size=image_size)
     else:
         fs = load_features(features, warn=_warn) if names is None else _load_named(features, names)
-    for note in notes(cfg, fs.kind):
+    for note in notes(cfg, fs.kind) if main_rank else ():
         _warn(note)
     with TrainProgress(enabled=not as_json and main_rank) as bar:
         outcome = train_bundle(fs, cfg, out, resume=resume, on_epoch=bar.on_epoch, progress=bar.advance,

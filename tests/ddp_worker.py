@@ -37,15 +37,15 @@ def main(spec: dict) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     with deterministic_training(spec.get("threads", 1)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = fit(task, cfg, spec["epochs"], Path(spec["run_dir"]) if spec.get("run_dir") else None,
                   resume=spec.get("resume", False), device="cpu",
                   on_epoch=on_epoch if die is not None and rank == 0 else None)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if distributed.is_main():
         with torch.no_grad():
             scores = res.model.class_scores(task.features.float() if task.features.ndim == 2 else task.features)
-        torch.save({"state": res.model.state_dict(), "scores": scores, "history": res.history, "seconds": seconds,
+        torch.save({"state": res.model.state_dict(), "scores": scores, "history": res.history, "seconds": seconds, "cpu_seconds": cpu,
                     "samples": len(task.train_idx) * spec["epochs"]}, spec["out"])
     distributed.teardown()
 

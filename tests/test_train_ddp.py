@@ -1,16 +1,20 @@
 """Training under torchrun (issue 14, item 3): N gloo processes on the CPU train the single-process run's global
 batch (trainer/distributed.py), rank 0 alone writes, and a killed run resumes to the same weights.
 
-Tolerance ``ATOL`` = 1e-3 (absolute, on weights and on the trained classifier's class probabilities): the
-sharded networks' weight gradients are the batch's sum split into one partial sum per rank, then added,
-where one process sums the whole batch at once; the float32 results differ in the last bits (~1e-7
-relative), and Adam, which divides by √v, turns that into weight differences of up to its lr (1e-3) per step
-where a gradient is near 0. After the d3gzsl run here (5 teacher epochs + 2 epochs of ~9 iterations, 12
-classes) the weights agree to ≤ 1e-4 (most tensors ≤ 1e-7); one epoch more of training moves them by ~0.1,
-which the test checks, so the tolerance tells a wrong run from a right one. The slow tests compare the
-probabilities only: e.g. CE-GZSL's comparator output bias gets a mathematically zero gradient (a shift every
-class's score shares, which its softmax ignores), so Adam steps it on rounding noise alone, by 1.5e-2 in one
-epoch (measured), without changing any output. Resume of a killed 2-process run is exact: bit for bit.
+Tolerances: the trained classifier's class probabilities within ``ATOL`` = 1e-3 (absolute), and (d3gzsl) every
+weight tensor within ``RTOL`` = 1e-2 relative (‖a − b‖ / ‖a‖). Why not bit for bit: the sharded networks' weight
+gradients are the batch's sum split into one partial sum per rank, then added, where one process sums the
+whole batch at once; the float32 results differ in the last bits (~1e-7 relative). Adam, which divides by
+√v, turns that into steps that differ by up to its lr where a gradient is near 0 (measured after one epoch:
+critic 1e-4, every other network ≤ 1e-7 absolute), and the GAN's critic/generator game then grows it: after
+this run's 2 epochs (~9 iterations each, 5 critic steps per iteration, odd batches of 31) the worst tensor
+(the critic's) differs by 2.7e-3 relative, the classifier's probabilities by 1.4e-5 (dkgzsl: 2e-8, CE-GZSL:
+2.4e-5, msdn: 0, its networks run whole on every rank). One epoch of
+training moves the weights by 0.43 relative, which the test checks, so the tolerance tells a wrong run from a
+right one. The slow tests compare the probabilities only: e.g. CE-GZSL's comparator output bias gets a
+mathematically zero gradient (a shift every class's score shares, which its softmax ignores), so Adam steps
+it on rounding noise alone, by 1.5e-2 in one epoch (measured), without changing any output. Resume of a
+killed 2-process run is exact: bit for bit.
 """
 import json
 import os
@@ -26,7 +30,8 @@ import ddp_worker
 from dkgzsl_app.trainer import distributed
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
-ATOL = 1e-3
+ATOL = 1e-3  # on the trained classifier's class probabilities
+RTOL = 1e-2  # on each weight tensor, relative (worst)
 
 
 def run(tmp: Path, name: str, nproc: int, **spec) -> subprocess.CompletedProcess:
@@ -47,8 +52,11 @@ def result(tmp: Path, name: str) -> dict:
 
 
 def worst(a: dict, b: dict) -> float:
+    """The largest relative difference of two state dicts' tensors, ‖a − b‖ / ‖a‖ (Frobenius; a few elements
+    whose gradient is near 0 move by up to Adam's lr on rounding noise alone, see the module docstring)."""
     assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
+    return max(float((a[k].double() - b[k].double()).norm() / a[k].double().norm().clamp_min(1e-12))
+               for k in a if a[k].numel())
 
 
 def same(a: dict, b: dict) -> bool:
@@ -62,24 +70,26 @@ def check_equal_to_one_process(tmp: Path, weights: bool = True, **spec):
     a, b = result(tmp, "one"), result(tmp, "two")
     assert float((a["scores"] - b["scores"]).abs().max()) < ATOL  # the trained classifier's probabilities
     if weights:
-        assert worst(a["state"], b["state"]) < ATOL
+        assert worst(a["state"], b["state"]) < RTOL
     return a, b
 
 
 def test_two_processes_train_the_one_process_batch_and_a_killed_run_resumes(tmp_path):
     """d3gzsl: 2 ranks = 1 process within ATOL; rank 0 killed after epoch 1 of 2, then --resume: the weights of
     an uninterrupted 2-rank run, bit for bit; only rank 0 wrote the run folder."""
-    a, b = check_equal_to_one_process(tmp_path, epochs=2)
+    odd = {"config": {"batch_size": 31}}  # odd batches: the ranks' shares differ by one row (and even ones: 30
+    #   generated unseen features)
+    a, b = check_equal_to_one_process(tmp_path, epochs=2, **odd)
     assert [r["epoch"] for r in b["history"]] == [0, 1, 2]
 
-    killed = run(tmp_path, "resumed", 2, epochs=2, run_dir=str(tmp_path / "run"), die_after=1)
+    killed = run(tmp_path, "resumed", 2, epochs=2, run_dir=str(tmp_path / "run"), die_after=1, **odd)
     assert killed.returncode != 0 and not (tmp_path / "resumed.pt").exists()
     log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [0, 1]
     # the tolerance is not vacuous: one epoch of training moves the weights by far more
     epoch1 = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
-    assert worst(epoch1, b["state"]) > 10 * ATOL
-    resumed = run(tmp_path, "resumed", 2, epochs=2, run_dir=str(tmp_path / "run"), resume=True)
+    assert worst(epoch1, b["state"]) > 10 * RTOL
+    resumed = run(tmp_path, "resumed", 2, epochs=2, run_dir=str(tmp_path / "run"), resume=True, **odd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     c = result(tmp_path, "resumed")
     assert same(c["state"], b["state"])
@@ -123,7 +133,7 @@ def test_rows_split_the_batch_in_contiguous_near_equal_shares():
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_train_nproc_launches_torchrun_with_the_same_options(monkeypatch, tmp_path):
+def test_train_nproc_starts_ranks_with_the_same_options(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from dkgzsl_app import train_launch
@@ -131,11 +141,11 @@ def test_train_nproc_launches_torchrun_with_the_same_options(monkeypatch, tmp_pa
 
     seen = {}
 
-    def fake_run(cmd, env):
-        seen["cmd"], seen["env"] = cmd, env
-        return subprocess.CompletedProcess(cmd, 0)
+    def fake_run_all(cmd, envs):
+        seen["cmd"], seen["envs"] = cmd, envs
+        return 0
 
-    monkeypatch.setattr(train_launch.subprocess, "run", fake_run)
+    monkeypatch.setattr(train_launch, "run_all", fake_run_all)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     feats = tmp_path / "f"
     feats.mkdir()
@@ -143,20 +153,32 @@ def test_train_nproc_launches_torchrun_with_the_same_options(monkeypatch, tmp_pa
                                  "--epochs", "3", "--device", "cpu", "--no-g-od-real"])
     assert r.exit_code == 0, r.output
     cmd = seen["cmd"]
-    assert cmd[:7] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
-    assert cmd[7:9] == ["dkgzsl_app", "train"] and "--nproc" not in cmd
-    args = cmd[9:]
+    assert cmd[:4] == [sys.executable, "-m", "dkgzsl_app", "train"] and "--nproc" not in cmd
+    args = cmd[4:]
     assert args[args.index("--epochs") + 1] == "3" and args[args.index("--features") + 1] == str(feats)
     assert "--no-g-od-real" in args and args[args.index("--device") + 1] == "cpu"
+    envs = seen["envs"]
+    assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"]) for e in envs] == [("0", "0", "2"), ("1", "1", "2")]
+    assert len({e["MASTER_PORT"] for e in envs}) == 1 and envs[0]["MASTER_ADDR"] == "127.0.0.1"
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # already under torchrun: --nproc is a usage error
     r = CliRunner().invoke(app, ["train", "--features", str(feats), "--out", str(tmp_path / "o"), "--nproc", "2"])
     assert r.exit_code == 2 and "torchrun" in r.output
 
 
+def test_run_all_stops_the_other_ranks_when_one_fails():
+    """A failing rank ends the run with its exit status; the rank still waiting is stopped, not waited for."""
+    from dkgzsl_app.train_launch import run_all
+
+    cmd = [sys.executable, "-c", "import os, sys, time; sys.exit(3) if os.environ['RANK'] == '0' else time.sleep(60)"]
+    envs = [{**os.environ, "RANK": str(r)} for r in range(2)]
+    assert run_all(cmd, envs) == 3
+
+
 @pytest.mark.slow
 def test_cli_train_nproc_2_writes_one_bundle(tmp_path):
-    """`dkgzsl train --nproc 2` end to end on a tiny feature folder: rank 0 writes the bundle and prints."""
+    """`dkgzsl train --nproc 2` end to end on a tiny feature folder: rank 0 writes the bundle and prints; a second
+    run into the same folder without --resume fails with rank 0's one-line message (no torchrun report)."""
     from dkgzsl_app.trainer.data import save_feature_folder
     from dkgzsl_app.trainer.synthetic import make_feature_set
 
@@ -171,3 +193,6 @@ def test_cli_train_nproc_2_writes_one_bundle(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["bundle"] == str(out / "bundle")
     assert (out / "bundle" / "config.json").exists()
     assert np.isfinite(json.loads((out / "bundle" / "config.json").read_text())["calibration"])
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    assert "Traceback" not in again.stderr and "ChildFailedError" not in again.stderr

@@ -124,6 +124,10 @@ def _all_gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     """The whole batch (n, ...) from every rank's rows (``rows``), in rank order."""
     world = dist.get_world_size()
     width = -(-n // world)
+    if n % world == 0:  # equal shares: straight into the whole batch's rows, no padding, no copy
+        full = local.new_empty((n, *local.shape[1:]))
+        dist.all_gather(list(full.split(width)), local.contiguous())
+        return full
     pad = local.new_zeros((width, *local.shape[1:]))
     pad[:len(local)] = local
     parts = [torch.empty_like(pad) for _ in range(world)]
@@ -218,17 +222,15 @@ class Sharding:
 
 
 def average_gradients(params) -> None:
-    """Sum the parameters' gradients over the ranks (one flat all-reduce) and divide by N."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    i = 0
-    for g in grads:
-        g.copy_(flat[i:i + g.numel()].view_as(g))
-        i += g.numel()
+    """Sum the parameters' gradients over the ranks (in place, one all-reduce per tensor: no flattening copy of
+    a generator's or critic's millions of weights) and divide by N."""
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            if not p.grad.is_contiguous():
+                p.grad = p.grad.contiguous()
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
 
 
 def attach(trainer) -> Sharding | None:
