@@ -42,6 +42,23 @@ class Generator(nn.Module):
         return self(z, attributes)
 
 
+class _LeakyReLUFirstOrder(torch.autograd.Function):
+    """LeakyReLU whose backward is differentiable in the incoming gradient only: the slope mask is a constant
+    of the double backward, as it is mathematically (the second derivative is 0 almost everywhere). Autograd's
+    own LeakyReLU differentiates the mask too, into a zero gradient that it then carries through the layer
+    below (two matrix products of zeros per gradient penalty). Same forward, backward and double-backward
+    kernels as F.leaky_relu otherwise, so the values are bit for bit those of autograd's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.x, ctx.slope = x.detach(), slope  # not save_for_backward: no gradient path back into x's mask
+        return F.leaky_relu(x, slope)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return torch.ops.aten.leaky_relu_backward(grad, ctx.x, ctx.slope, False), None
+
+
 class Critic(nn.Module):
     """WGAN critic D([x, a]) → Linear H → LeakyReLU → Linear 1."""
 
@@ -51,8 +68,11 @@ class Critic(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, 1)
         self.slope = slope
 
-    def forward(self, features: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.fc1(torch.cat([features, attributes], dim=1)), self.slope)  # (B, H)
+    def forward(self, features: torch.Tensor, attributes: torch.Tensor, first_order: bool = False) -> torch.Tensor:
+        """Scores (B,). ``first_order``: for the gradient penalty, whose double backward then does no work on the
+        activation's (zero) second derivative (``_LeakyReLUFirstOrder``); the same values either way."""
+        pre = self.fc1(torch.cat([features, attributes], dim=1))  # (B, H)
+        h = _LeakyReLUFirstOrder.apply(pre, self.slope) if first_order else F.leaky_relu(pre, self.slope)
         return self.fc2(h).squeeze(1)  # (B,)
 
 

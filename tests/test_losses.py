@@ -129,3 +129,30 @@ def test_balanced_loss_does_not_depend_on_how_many_negatives():
 def test_normalize_ood_score_maps_the_range_onto_unit():
     s = torch.tensor([2.0, 7.0, 12.0, 17.0])
     assert torch.allclose(L.normalize_ood_score(s, 7.0, 17.0), torch.tensor([-0.5, 0.0, 0.5, 1.0]))
+
+
+def test_gradient_penalty_first_order_critic_is_autograds_bit_for_bit():
+    """networks.Critic's first-order pass (the mask a constant of the double backward) gives the penalty and
+    the critic's gradients of autograd's own LeakyReLU exactly, and the interpolates no gradient of their own."""
+    from dkgzsl_app.models.networks import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(attr_dim=3, hidden_dim=16, feature_dim=8)
+    real, fake, attrs = torch.randn(6, 8), torch.randn(6, 8), torch.randn(6, 3)
+
+    def run(first_order: bool):
+        critic.zero_grad(set_to_none=True)
+        call = critic if first_order else (lambda x, a: Critic.forward(critic, x, a))  # the plain forward
+        gp = L.gradient_penalty(call, real, fake, attrs, torch.Generator().manual_seed(1))
+        gp.backward()
+        return gp.detach(), {n: p.grad for n, p in critic.named_parameters() if p.grad is not None}
+
+    gp_plain, grads_plain = run(False)
+    gp_first, grads_first = run(True)
+    assert torch.equal(gp_plain, gp_first)
+    assert sorted(grads_first) == ["fc1.weight", "fc2.weight"]  # what the penalty depends on
+    assert all(torch.equal(grads_plain[n], g) for n, g in grads_first.items())
+    # autograd's own pass also hands fc1's bias the zero gradient of the mask's derivative: exactly nothing
+    assert sorted(grads_plain) == ["fc1.bias", "fc1.weight", "fc2.weight"]
+    assert not grads_plain["fc1.bias"].any()
+    assert gp_first.item() > 0 and all(g.abs().sum() > 0 for g in grads_first.values())

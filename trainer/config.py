@@ -25,6 +25,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "kl_normalize": ("both", "teacher"),
     "generator": ("clswgan", "ce-gzsl"),  # models/cegzsl.py GENERATORS
     "counterfactual": ("uniform", "random"),
+    "mlp_precision": ("fp32", "bf16"),
 }
 
 
@@ -128,6 +129,11 @@ class TrainConfig:
     backbone_lr: float = 1e-5  # Adam lr of the backbone (pretrained weights: ~1/100 of the heads' 1e-3)
     val_class_fraction: float = 0.2
     seen_holdout: float = 0.2
+    # -- speed (issue 17 item 4; benchmarks/train_throughput.py)
+    mlp_precision: str = "fp32"  # d3gzsl, dkgzsl: "bf16" runs the generator/critic/student steps under bf16 autocast
+    #   (matrix products in bf16; weights, gradients and Adam's states stay fp32). Faster where the CPU has bf16
+    #   matrix units (AMX; `lscpu` flag amx_bf16) or on CUDA; a different result from fp32 (not byte-reproducible
+    #   against it): the shipped figures and the demo bundle are fp32
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -163,17 +163,18 @@ class DKGZSLTrainer(_Trainer):
     def student_step(self, idx: torch.Tensor) -> dict[str, float]:
         if not self.regions:
             return super().student_step(idx)
-        y_gen, a_gen = self._gen_unseen()
-        with torch.no_grad():
-            x_gen = self.model.generator.sample(a_gen, self.rng)
-        out = self.refine(idx)
-        parts = self.student_losses(out.v, self.y[idx], x_gen, y_gen)
-        ara = self.ara_loss(out, self.y[idx])
-        if ara is not None:
-            parts["ara"] = self.cfg.ara_weight * ara
-        self.opt_s.zero_grad(set_to_none=True)
-        self._sovr_zero_grad()
-        sum(parts.values()).backward()
-        self.opt_s.step()
-        self._sovr_step()
-        return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}
+        with self.precision():
+            y_gen, a_gen = self._gen_unseen()
+            with torch.no_grad():
+                x_gen = self.model.generator.sample(a_gen, self.rng)
+            out = self.refine(idx)
+            parts = self.student_losses(out.v, self.y[idx], x_gen, y_gen)
+            ara = self.ara_loss(out, self.y[idx])
+            if ara is not None:
+                parts["ara"] = self.cfg.ara_weight * ara
+            self.opt_s.zero_grad(set_to_none=True)
+            self._sovr_zero_grad()
+            sum(parts.values()).backward()
+            self.opt_s.step()
+            self._sovr_step()
+            return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}

@@ -115,6 +115,23 @@ def _write_map(fc1, fc2, slope: float, skip: int, u, s, vt, a_mu, m_mu) -> None:
     fc2.bias.copy_(m_mu.float())
 
 
+class _WeightsWithoutGrad:
+    """Within the block the parameters of ``modules`` (None skipped) that require gradients do not: gradients
+    still flow through the modules to their inputs. For networks whose weight gradients a step would compute
+    only for their optimiser's next zero_grad to drop (the same values, less work)."""
+
+    def __init__(self, *modules):
+        self.params = [p for mod in modules if mod is not None for p in mod.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc) -> None:
+        for p in self.params:
+            p.requires_grad_(True)
+
+
 class _Trainer(Resumable):
     """D3GZSL's trainer (method ``d3gzsl``); other methods subclass it (``trainer/methods.py``) through the
     hooks ``build``, ``train_teacher``, ``begin_epoch``, ``critic_extra``, ``generator_extra`` and
@@ -239,29 +256,36 @@ class _Trainer(Resumable):
         return torch.randint(len(self.x), (min(self.cfg.batch_size, len(self.x)),), generator=self.rng,
                              device=self.device)
 
+    def precision(self):
+        """The steps' autocast region: bf16 with ``mlp_precision="bf16"``, a no-op otherwise (fp32). One region
+        per step, so that the bf16 copies of the weights it caches die with the step's optimiser update."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.mlp_precision == "bf16")
+
     def critic_step(self) -> dict[str, float]:
         m, cfg, rng = self.model, self.cfg, self.rng
         idx = self._batch()
         x_real, a_real = self.x[idx], self.attr[self.y[idx]]  # (B, D), (B, A)
-        with torch.no_grad():
-            fake = m.generator.sample(a_real, rng)
-        d_loss = m.critic(fake, a_real).mean() - m.critic(x_real, a_real).mean()
-        gp = L.gradient_penalty(m.critic, x_real, fake, a_real, rng)
-        self.opt_d.zero_grad(set_to_none=True)
-        (d_loss + cfg.gp_weight * gp).backward()
-        self.opt_d.step()
-        return {"d": d_loss.item(), "gp": gp.item(), **self.critic_extra(idx)}
+        with self.precision():
+            with torch.no_grad():
+                fake = m.generator.sample(a_real, rng)
+            d_loss = m.critic(fake, a_real).mean() - m.critic(x_real, a_real).mean()
+            gp = L.gradient_penalty(m.critic, x_real, fake, a_real, rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            (d_loss + cfg.gp_weight * gp).backward()
+            self.opt_d.step()
+            return {"d": d_loss.item(), "gp": gp.item(), **self.critic_extra(idx)}
 
     def student_step(self, idx: torch.Tensor) -> dict[str, float]:
         """ψ, H, ε on the real seen batch ``idx`` + freshly generated unseen features."""
-        y_gen, a_gen = self._gen_unseen()
-        with torch.no_grad():
-            x_gen = self.model.generator.sample(a_gen, self.rng)
-        parts = self.student_losses(self.real_features(idx), self.y[idx], x_gen, y_gen)
-        self.opt_s.zero_grad(set_to_none=True)
-        sum(parts.values()).backward()
-        self.opt_s.step()
-        return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}
+        with self.precision():
+            y_gen, a_gen = self._gen_unseen()
+            with torch.no_grad():
+                x_gen = self.model.generator.sample(a_gen, self.rng)
+            parts = self.student_losses(self.real_features(idx), self.y[idx], x_gen, y_gen)
+            self.opt_s.zero_grad(set_to_none=True)
+            sum(parts.values()).backward()
+            self.opt_s.step()
+            return {**{k: v.item() for k, v in parts.items()}, **self.od_stats}
 
     def grow_lr(self) -> None:
         """Optional lr schedule of the released D3GZSL code: × gd_lr_growth every gd_lr_growth_every epochs."""
@@ -351,7 +375,17 @@ class _Trainer(Resumable):
 
     def generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         """L_WGAN + β·CE(teacher) on generated seen features, + λ·(L_cls + L_od) on generated unseen ones
-        (with ``g_od_real``: in a batch that also holds the iteration's real seen features ``x_real``)."""
+        (with ``g_od_real``: in a batch that also holds the iteration's real seen features ``x_real``).
+
+        Only G steps: the critic's, ψ's (H, ε) and CE-GZSL's E's weights pass G's gradients through but get
+        none of their own (their next zero_grad would drop them; the critic's alone cost one product the size
+        of its first layer)."""
+        m = self.model
+        with _WeightsWithoutGrad(m.critic, m.student, m.ood_head, m.epsilon, getattr(m, "contrastive", None)), \
+                self.precision():
+            return self._generator_step(y_real, a_real, x_real)
+
+    def _generator_step(self, y_real, a_real, x_real=None) -> dict[str, float]:
         m, cfg, rng = self.model, self.cfg, self.rng
         a_in = a_real
         if cfg.g_attr_noise > 0:  # drawn only when on: the default run's random stream is unchanged
