@@ -94,6 +94,8 @@ class Classifier:
 
         import torch
 
+        from .extract import stream_threads
+
         cfg = self.bundle.config
         gamma = cfg.calibration if calibration is None else float(calibration)
         if not math.isfinite(gamma):
@@ -109,7 +111,8 @@ class Classifier:
         order = sorted(got.features)
         if order:
             feats = torch.stack([got.features[i] for i in order]).to(self.device)  # (N, D)
-            probs, open_set = self._scores(feats, reject)  # (N, C), (N,) | None: one forward pass of the head
+            with stream_threads(self.device):  # small operators: fewer threads are faster on the CPU
+                probs, open_set = self._scores(feats, reject)  # (N, C), (N,) | None: one forward pass of the head
             scores = probs - gamma * seen
             conf, temperature = self._confidence(probs, seen, gamma)
             k = max(1, min(top_k, len(cfg.class_names)))

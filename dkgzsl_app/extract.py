@@ -75,6 +75,16 @@ def _photo_loader(backbone, transform, images: list, batch_size: int, workers: i
                       pin_memory=pin_memory, persistent_workers=False)
 
 
+def _uint8_transform(backbone):
+    """``backbone.uint8_transform()``, or the float ``transform()`` for an eval transform it cannot split."""
+    from .models.errors import BundleError
+
+    try:
+        return backbone.uint8_transform()
+    except BundleError:
+        return backbone.transform()
+
+
 def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
             on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
             channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
@@ -92,16 +102,89 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
     if channels_last is None:
         channels_last = default_channels_last(dev)
     model = set_layout(backbone.model.to(dev), channels_last)
-    loader = _photo_loader(backbone, backbone.transform(), images, batch_size, workers, pin_memory=cuda)
+    # uint8 photos from the loader (a quarter of the bytes between processes), made float and normalised a
+    # batch at a time on the device: bit for bit what the eval transform computes photo by photo
+    loader = _photo_loader(backbone, _uint8_transform(backbone), images, batch_size, workers, pin_memory=cuda)
     out = Extracted()
-    for x, idx, errors in loader:
-        out.errors.update(errors)
-        if x is not None:
-            for i, f in zip(idx, _forward(backbone, x, dev, precision, channels_last, kind)):
+    streams, threads = forward_streams(dev, channels_last)
+    if streams == 1:
+        for x, idx, errors in loader:
+            out.errors.update(errors)
+            if x is not None:
+                for i, f in zip(idx, _forward(backbone, x, dev, precision, channels_last, kind)):
+                    out.features[i] = f
+            if on_batch:
+                on_batch(len(idx) + len(errors))
+        return out
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    def collect(idx, future, n) -> None:
+        if future is not None:
+            for i, f in zip(idx, future.result()):
                 out.features[i] = f
         if on_batch:
-            on_batch(len(idx) + len(errors))
+            on_batch(n)
+
+    before = torch.get_num_threads()
+    pending: collections.deque = collections.deque()  # (indices, future | None, photos) in batch order
+    torch.set_num_threads(threads)  # what the pool's threads start with (and this one, collating)
+    pool = ThreadPoolExecutor(streams, "dkgzsl-forward", initializer=torch.set_num_threads, initargs=(threads,))
+    try:
+        for x, idx, errors in loader:
+            out.errors.update(errors)
+            future = None if x is None else pool.submit(_forward, backbone, x, dev, precision, channels_last, kind)
+            pending.append((idx, future, len(idx) + len(errors)))
+            while len(pending) > streams:  # a batch queued behind each running one: no stream waits for the next
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
+        pool.shutdown()
+    except BaseException:  # an error or Ctrl-C: queued batches are dropped, running ones finish on their own
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        torch.set_num_threads(before)
     return out
+
+
+MAX_STREAMS = 2
+
+
+@contextlib.contextmanager
+def stream_threads(device):
+    """torch's threads cut to one forward stream's share (``forward_streams``) while the block runs on the
+    CPU: for the head's small operators, whose thread team costs more than it saves on few cores (demo
+    model, 256 photos on 2 busy cores: 3.0 ms a photo on 1 thread against 18 ms on 2)."""
+    before = torch.get_num_threads()
+    _, threads = forward_streams(torch.device(device), True)
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def forward_streams(dev: torch.device, channels_last: bool) -> tuple[int, int]:
+    """(forward passes run side by side, torch threads each) for extraction on ``dev``.
+
+    On the CPU, in channels_last, batches go through the backbone in two threads with half torch's threads
+    each (2 × 1 on 2 cores) instead of one pass over all of them: a pass's thread team waits at every
+    operator for its slowest thread, so a core lost for a moment (to a decoding worker, or another program)
+    stalls the whole pass; two independent passes lose only that core's share. tf_efficientnet_lite0,
+    batch 32 on 2 cores: 2 × 1 thread 50-56 images/s against 43-49 for 1 × 2 on a quiet machine, 15-24
+    against 8-14 under load (benchmarks/classify.py). Features agree with one pass's within fp32 round-off
+    (~1e-6 relative: the thread count changes the summation order), as they do between machines with more
+    or fewer cores. The default layout (``train --images``) keeps one pass, bit for bit as before; CUDA
+    and MPS keep one stream."""
+    threads = torch.get_num_threads()
+    if dev.type != "cpu" or not channels_last or threads < 2:
+        return 1, threads
+    streams = min(MAX_STREAMS, threads)
+    return streams, threads // streams
 
 
 def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
@@ -109,6 +192,8 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
                    channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
     """``extract`` through a FeatureCache: photos (paths) seen before with this backbone (and precision:
     bf16 and fp16 features are kept apart from fp32 ones; layout; kind) skip it."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from .cache import backbone_key, file_digest
@@ -118,13 +203,18 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     if channels_last is None:
         channels_last = default_channels_last(device)
     key = backbone_key(backbone.config, precision, channels_last, kind)
-    digests: dict[int, str] = {}
-    for i, im in enumerate(images):
-        if isinstance(im, (str, Path)):
-            try:
-                digests[i] = file_digest(im)
-            except OSError:
-                pass  # extraction reports the reason
+
+    def digest(im) -> str | None:
+        try:
+            return file_digest(im)
+        except OSError:
+            return None  # extraction reports the reason
+
+    named = [i for i, im in enumerate(images) if isinstance(im, (str, Path))]
+    # hashlib lets go of the GIL on large blocks: a 12 MP photo's few MB are hashed on every core at once
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        found = pool.map(digest, [images[i] for i in named], chunksize=16)
+        digests: dict[int, str] = {i: d for i, d in zip(named, found) if d is not None}
     hits = cache.get(sorted(set(digests.values())), key, kind)
     got = Extracted({i: torch.from_numpy(hits[d]) for i, d in digests.items() if d in hits})
     todo = [i for i in range(len(images)) if i not in got.features]
@@ -154,6 +244,8 @@ def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp3
             x = x.to(dev, non_blocking=dev.type == "cuda")
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if x.dtype == torch.uint8:  # (Backbone.uint8_transform): float + normalise keep the layout
+                x = backbone.normalize(x)
             dtype = _AUTOCAST.get(precision)
             with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
                 pooled, regions = backbone.features(x)
