@@ -175,10 +175,10 @@ def forward_streams(dev: torch.device, channels_last: bool) -> tuple[int, int]:
     each (2 × 1 on 2 cores) instead of one pass over all of them: a pass's thread team waits at every
     operator for its slowest thread, so a core lost for a moment (to a decoding worker, or another program)
     stalls the whole pass; two independent passes lose only that core's share. tf_efficientnet_lite0,
-    batch 32 on 2 cores: 2 × 1 thread 50-56 images/s against 43-49 for 1 × 2 on a quiet machine, 15-24
-    against 8-14 under load (benchmarks/classify.py). Features agree with one pass's within fp32 round-off
-    (~1e-6 relative: the thread count changes the summation order), as they do between machines with more
-    or fewer cores. The default layout (``train --images``) keeps one pass, bit for bit as before; CUDA
+    batch 32 on 2 cores: 2 × 1 thread 50-56 images/s against 43-49 for 1 × 2 at load ~3.5, and 1.45-1.8×
+    on busier cores with 35-45% less CPU time (benchmarks/classify.py, a''' against a'; issue 17).
+    Features agree with one pass's within fp32 round-off (~1e-6 relative: the thread count changes the
+    summation order), as they do between machines with more or fewer cores. The default layout (``train --images``) keeps one pass, bit for bit as before; CUDA
     and MPS keep one stream."""
     threads = torch.get_num_threads()
     if dev.type != "cpu" or not channels_last or threads < 2:
