@@ -108,6 +108,22 @@ def test_every_method_under_two_processes(tmp_path, method, spec):
     check_equal_to_one_process(tmp_path, weights=False, method=method, **spec)
 
 
+def test_sharded_gradients_equal_the_whole_batchs(tmp_path):
+    """The mechanics alone, one backward pass (tests/ddp_grad_check.py): a critic's WGAN loss + gradient penalty
+    (double backward through the sharded critic) and a student's CE + pairwise L_be on an odd batch of 11,
+    sharded over 2 ranks and averaged: the one-process gradients up to float reassociation (measured 4e-7
+    relative); a rank's own share alone is far off (measured 1.2)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "grads.json"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(Path(__file__).parent / "ddp_grad_check.py"), str(out)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    diff = json.loads(out.read_text())
+    assert diff["averaged"] < 1e-5
+    assert diff["own_share"] > 0.1
+
+
 def test_not_launched_nothing_distributed(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert distributed.init("cpu") is None and not distributed.active() and distributed.is_main()
