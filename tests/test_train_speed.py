@@ -47,3 +47,23 @@ def test_bf16_training_runs_and_differs_from_fp32():
     assert all(v.dtype == fp32[k].dtype for k, v in bf16.items())  # weights stay fp32
     assert all(torch.isfinite(v).all() for v in bf16.values() if v.is_floating_point())
     assert not torch.equal(bf16["critic.fc1.weight"], fp32["critic.fc1.weight"])
+
+
+def test_cli_mlp_precision_reaches_the_config_and_is_refused_for_msdn(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dkgzsl_app.cli import app
+    from dkgzsl_app.models.bundle import load_bundle
+    from dkgzsl_app.trainer.data import save_feature_folder
+
+    save_feature_folder(make_feature_set(seed=0, dim=32, per_class=12), tmp_path / "feats")
+    args = ["train", "--features", str(tmp_path / "feats"), "--epochs", "1", "--teacher-epochs", "1", "--select",
+            "none", "--threads", "1", "--hidden-dim", "32", "--embed-dim", "16", "--json", "--mlp-precision", "bf16"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    bundle = load_bundle(json.loads(r.output.strip().splitlines()[-1])["bundle"])
+    assert bundle.config.provenance["train_config"]["mlp_precision"] == "bf16"
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "msdn"), "--method", "msdn"])
+    assert r.exit_code == 2 and "trains in fp32 only" in r.output and "Traceback" not in r.output

@@ -27,12 +27,15 @@ def recommended(method: str) -> dict:
 
 
 def check_options(cfg) -> None:
-    """UsageError for an option ``cfg.method`` does not read (attribute embeddings from a file)."""
+    """UsageError for an option ``cfg.method`` does not read (attribute embeddings from a file, bf16 steps)."""
     from ..models.errors import UsageError
 
     if cfg.attr_embeddings and not getattr(trainer_class(cfg.method), "reads_attr_embeddings", False):
         raise UsageError(f"--attribute-embeddings: {cfg.method} does not embed attributes; the file starts the "
                          "attribute embeddings of MSDN and MSDN++ (--method msdn or msdnpp). Drop the option.")
+    if cfg.mlp_precision != "fp32" and not hasattr(trainer_class(cfg.method), "precision"):
+        raise UsageError(f"--mlp-precision {cfg.mlp_precision}: {cfg.method} trains in fp32 only (the option is for "
+                         "the generative methods d3gzsl and dkgzsl). Drop the option.")
 
 
 def feature_kind(cfg) -> str:
