@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--photos", default=None, help="a base folder of photos already cached in --home (skips rendering)")
     ap.add_argument("--home", default=None, help="DKGZSL_HOME to use (its feature cache), copied")
     ap.add_argument("--no-speed", action="store_true", help="memory runs only")
+    ap.add_argument("--no-memory", action="store_true", help="speed runs only")
     args = ap.parse_args()
     sizes = (200, 2000) if args.quick else (1000, 20000)
     if args.sizes:
@@ -87,7 +88,7 @@ def main() -> None:
                   "base_photos": len(base), "memory": {}, "speed": {}}
         warm = run([*DKGZSL, "classify", str(base_dir), "-f", "jsonl", "-o", str(work / "warm.jsonl")], env)
         result["warm_up"] = warm
-        for n in sizes:
+        for n in () if args.no_memory else sizes:
             folder = linked_folder(base, work / f"n{n}", n)
             streamed = run([*DKGZSL, "classify", str(folder), "-f", "jsonl", "-o", str(work / f"s{n}.jsonl")], env)
             streamed["photos_per_s"] = round(n / streamed["wall_s"], 1)
@@ -98,8 +99,9 @@ def main() -> None:
                                                              str(work / f"w{n}.jsonl"), "--chunk-size", str(n)], env)
             print(n, result["memory"][str(n)], flush=True)
             shutil.rmtree(folder)
-        a, b = (result["memory"][str(n)]["streamed_chunk_256"]["peak_rss_mib"] for n in sizes)
-        result["memory"]["peak_rss_ratio_large_to_small"] = round(b / a, 3)
+        if not args.no_memory:
+            a, b = (result["memory"][str(n)]["streamed_chunk_256"]["peak_rss_mib"] for n in sizes)
+            result["memory"]["peak_rss_ratio_large_to_small"] = round(b / a, 3)
 
         if not args.no_speed:
             speed_dir = base_dir
