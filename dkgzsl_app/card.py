@@ -29,22 +29,9 @@ def command_line(ctx) -> str:
     line (or the environment), in declaration order, with their values; defaults left out."""
     import shlex
 
-    words = ctx.command_path.split()
-    for param in ctx.command.params:
-        source = getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT")
-        if source in ("DEFAULT", "DEFAULT_MAP") or not getattr(param, "opts", None):
-            continue
-        value = ctx.params.get(param.name)
-        value = getattr(value, "value", value)  # enums
-        if getattr(param, "is_flag", False) or isinstance(value, bool):
-            off = getattr(param, "secondary_opts", None)
-            if value:
-                words.append(param.opts[0])
-            elif off:
-                words.append(off[0])
-            continue
-        words += [param.opts[0], str(value)]
-    return shlex.join(words)
+    from .cli_util import given_options
+
+    return shlex.join(ctx.command_path.split() + given_options(ctx))
 
 
 def hardware(device: str = "cpu") -> str:

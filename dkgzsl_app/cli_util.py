@@ -41,3 +41,26 @@ def finite(value: Optional[float]) -> Optional[float]:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number.")
     return value
+
+
+def given_options(ctx, drop: tuple[str, ...] = ()) -> list[str]:
+    """The command's options as given on the command line or the environment (not defaults), in declaration
+    order, with their values, minus the parameters named in ``drop``, as argv words."""
+    words: list[str] = []
+    for param in ctx.command.params:
+        if param.name in drop or not getattr(param, "opts", None):
+            continue
+        source = getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT")
+        if source in ("DEFAULT", "DEFAULT_MAP"):
+            continue
+        value = ctx.params.get(param.name)
+        value = getattr(value, "value", value)  # enums
+        if getattr(param, "is_flag", False) or isinstance(value, bool):
+            off = getattr(param, "secondary_opts", None)
+            if value:
+                words.append(param.opts[0])
+            elif off:
+                words.append(off[0])
+            continue
+        words += [param.opts[0], str(value)]
+    return words

@@ -29,24 +29,9 @@ def launched() -> bool:
 
 def forwarded_args(ctx, drop: tuple[str, ...] = ("nproc",)) -> list[str]:
     """The train command's options as given on the command line (not defaults), minus ``drop``, as argv."""
-    args: list[str] = []
-    for param in ctx.command.params:
-        if param.name in drop or not getattr(param, "opts", None):
-            continue
-        source = getattr(ctx.get_parameter_source(param.name), "name", "DEFAULT")
-        if source in ("DEFAULT", "DEFAULT_MAP"):
-            continue
-        value = ctx.params.get(param.name)
-        value = getattr(value, "value", value)  # enums
-        if getattr(param, "is_flag", False) or isinstance(value, bool):
-            off = getattr(param, "secondary_opts", None)
-            if value:
-                args.append(param.opts[0])
-            elif off:
-                args.append(off[0])
-            continue
-        args += [param.opts[0], str(value)]
-    return args
+    from .cli_util import given_options
+
+    return given_options(ctx, drop)
 
 
 def worker_command(ctx) -> list[str]:
