@@ -179,7 +179,7 @@ def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool =
                 message: str = "", token: str | None = None) -> PushResult:
     """Create ``repo_id`` if needed and add ``files`` of ``staged`` to ``revision`` in one commit (all or
     nothing). An existing repository is accepted when it holds nothing but a dkgzsl bundle."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     token = token or hub_token()
@@ -202,6 +202,10 @@ def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool =
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         parent = api.repo_info(repo_id, revision=revision).sha  # a concurrent push makes the commit fail
         ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(staged / f)) for f in files]
+        if not created:  # an optional file (the AUSUC plot) of an earlier push that this bundle lacks is deleted in the same commit
+            at_revision = set(api.list_repo_files(repo_id, revision=revision))
+            ops += [CommitOperationDelete(path_in_repo=f) for f in OPTIONAL_FILES
+                    if f in at_revision and f not in files]
         info = api.create_commit(repo_id, ops, commit_message=message, revision=revision, parent_commit=parent)
     except HfHubHTTPError as e:
         raise _http_error(e, repo_id) from None

@@ -136,3 +136,7 @@ def test_push_uploads_the_plot_and_a_download_brings_it(hub, trained, tmp_path, 
     assert r.exit_code == 0, r.output
     assert CURVE_FILE not in files_on(hub, "acme/bare")
     assert "The AUSUC plot is not in this bundle" in files_on(hub, "acme/bare")["README.md"].decode()
+    r = push(bare, "acme/shapes", "--json")  # over a push that had a plot: the stale plot goes
+    assert r.exit_code == 0, r.output
+    assert CURVE_FILE not in files_on(hub, "acme/shapes")
+    assert "The AUSUC plot is not in this bundle" in files_on(hub, "acme/shapes")["README.md"].decode()
