@@ -202,7 +202,7 @@ def push_folder(staged: Path, files: list[str], repo_id: str, *, private: bool =
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         parent = api.repo_info(repo_id, revision=revision).sha  # a concurrent push makes the commit fail
         ops = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(staged / f)) for f in files]
-        if not created:  # an optional file (the AUSUC plot) of an earlier push that this bundle lacks is deleted in the same commit
+        if not created:  # an earlier push's optional file (the AUSUC plot) that this bundle lacks: deleted
             at_revision = set(api.list_repo_files(repo_id, revision=revision))
             ops += [CommitOperationDelete(path_in_repo=f) for f in OPTIONAL_FILES
                     if f in at_revision and f not in files]
