@@ -178,6 +178,13 @@ def run(plan: Plan, root: Path, out: Path, device: str = "cpu", weights: str = "
     extracted = time.monotonic()
     outcome = train_bundle(fs, cfg, out / "run", resume=resume, device=device, backbone=bb.config,
                            threads=TRAIN_THREADS, on_epoch=on_epoch, progress=train_progress)
+    from .card import training_record, write_card
+
+    try:  # the model card with the validation table and AUSUC plot, as `dkgzsl train` writes it
+        write_card(outcome.bundle_dir, training=training_record(command or "dkgzsl reproduce",
+                                                                time.monotonic() - started, device, outcome))
+    except Exception as e:  # noqa: BLE001  (a card problem must not lose a finished training)
+        warn(f"{outcome.bundle_dir}: the model card was not refreshed ({e}); `dkgzsl push` writes one.")
     bundle = load_bundle(outcome.bundle_dir)
     metrics = evaluate_bundle(bundle, fs)
     result = {"dataset": ds.name, "split": ds.split, "method": plan.method, "backbone": plan.timm_name,

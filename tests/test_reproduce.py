@@ -46,6 +46,8 @@ def test_reproduce_runs_end_to_end_on_a_fake_cub(tmp_path):
     assert "dkgzsl train --dataset cub" in md and "--epochs 2 --teacher-epochs 1" in md
     assert f"dkgzsl evaluate --model local-dir:{out / 'run' / 'bundle'} --dataset cub" in md
     assert json.loads((out / "results.json").read_text())["metrics"] == result["metrics"]
+    card = (out / "run" / "bundle" / "README.md").read_text()  # the card `train` writes: command, validation table
+    assert "| selected epoch | S (seen) |" in card and "dkgzsl reproduce cub --root" in card
     again = ["reproduce", "cub", "--root", str(root), "--backbone", "test_resnet", "--backbone-weights", "none",
              "--partial", "--device", "cpu", *TINY, "--out", str(out), "--json"]
     res = CliRunner().invoke(app, again)
