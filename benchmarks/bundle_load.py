@@ -7,7 +7,10 @@
     against the new one (meta device + assign), on the full bundle, and the new one on the slim bundle;
   - the model build alone (old: ``build`` + ``load_state_dict``; new: ``build(meta=True)`` + ``assign``) on
     tensors already read, to show what the meta device saves apart from reading and checking the file;
-  - ``dkgzsl_app.load`` (bundle + backbone, what classify and the TUI call): old path, new, new on slim;
+  - the timm backbone alone (``create_backbone``): random init + copy against the meta device + assign;
+  - ``dkgzsl_app.load`` (bundle + backbone, what classify and the TUI call): old path (everything random init +
+    copy on torch's threads), "meta bundle only" (the bundle on the meta device, the backbone the old way:
+    dkgzsl before the backbone's meta build and the one-thread load), new, new on slim;
 * classify outputs: ``--photos DIR`` (e.g. ``dkgzsl demo DIR --per-class 2``) classified with the full and the
   slim bundle: every prediction field compared (classes, scores, probabilities, confidences, top-k, open-set
   score and verdict), which must be identical.
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -111,19 +115,42 @@ def main() -> None:
             times[k].append(timed(fn))
     result["load_bundle"] = {k: summary(v) for k, v in times.items()}
 
-    # -- dkgzsl_app.load: bundle + backbone ------------------------------------------------------------------
-    orig = bundle_io.load_bundle
+    # -- the timm backbone alone: random init + copy (old) against the meta device + assign -------------------
+    from dkgzsl_app import classify as classify_mod
+    from dkgzsl_app.models import backbone as backbone_mod
 
-    def app_load(source, old=False):
-        if old:
+    name = config.backbone.name if config.backbone else "tf_efficientnet_lite0"
+    bb_variants = {
+        "create_backbone, old (random init + copy)": lambda: backbone_mod.create_backbone(name, init="random"),
+        "create_backbone, new (meta + assign)": lambda: backbone_mod.create_backbone(name),
+    }
+    times = {k: [] for k in bb_variants}
+    for fn in bb_variants.values():
+        fn()
+    for _ in range(args.runs):
+        for k, fn in bb_variants.items():
+            times[k].append(timed(fn))
+    result["create_backbone"] = {k: summary(v) for k, v in times.items()}
+
+    # -- dkgzsl_app.load: bundle + backbone ------------------------------------------------------------------
+    orig, orig_bb, orig_threads = bundle_io.load_bundle, backbone_mod.create_backbone, classify_mod.one_thread
+
+    def app_load(source, stage="new"):
+        """stage: "old" (bundle and backbone random init + copy, torch's threads), "meta bundle" (the bundle on
+        the meta device: dkgzsl before the backbone's meta build and the one-thread load), "new"."""
+        if stage != "new":
+            backbone_mod.create_backbone = functools.partial(orig_bb, init="random")
+            classify_mod.one_thread = contextlib.nullcontext
+        if stage == "old":
             bundle_io.load_bundle = functools.partial(orig, init="random")
         try:
             return dkgzsl_app.load(source, device="cpu", offline=True)
         finally:
-            bundle_io.load_bundle = orig
+            bundle_io.load_bundle, backbone_mod.create_backbone, classify_mod.one_thread = orig, orig_bb, orig_threads
 
     app_variants = {
-        "dkgzsl_app.load full, old": lambda: app_load(args.model, old=True),
+        "dkgzsl_app.load full, old": lambda: app_load(args.model, "old"),
+        "dkgzsl_app.load full, meta bundle only": lambda: app_load(args.model, "meta bundle"),
         "dkgzsl_app.load full, new": lambda: app_load(args.model),
         "dkgzsl_app.load slim, new": lambda: app_load(f"local-dir:{slim}"),
     }
@@ -146,6 +173,10 @@ def main() -> None:
         "model build only": ratio(lb, "model build only, old", "model build only, new"),
         "dkgzsl_app.load full": ratio(al, "dkgzsl_app.load full, old", "dkgzsl_app.load full, new"),
         "dkgzsl_app.load full old / slim new": ratio(al, "dkgzsl_app.load full, old", "dkgzsl_app.load slim, new"),
+        "dkgzsl_app.load full, meta bundle only / new": ratio(al, "dkgzsl_app.load full, meta bundle only",
+                                                              "dkgzsl_app.load full, new"),
+        "create_backbone": ratio(result["create_backbone"], "create_backbone, old (random init + copy)",
+                                 "create_backbone, new (meta + assign)"),
     }
 
     # -- classify: full against slim -------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -160,12 +161,13 @@ def load(source: str, device: str = "auto", offline: bool = False, precision: st
 
     parse_precision(precision)  # a bad value is a usage error before any loading
     dev = pick_device(device)
-    bundle = load_bundle(resolve_source(source, offline))
-    bb = bundle.config.backbone
-    if bb is None:
-        raise BundleError(f"{bundle.path}: this bundle was trained on precomputed features and has no image "
-                          "backbone; it can score feature files (dkgzsl evaluate) but not photos.")
-    backbone = bundle_backbone(bundle)
+    with one_thread():
+        bundle = load_bundle(resolve_source(source, offline))
+        bb = bundle.config.backbone
+        if bb is None:
+            raise BundleError(f"{bundle.path}: this bundle was trained on precomputed features and has no image "
+                              "backbone; it can score feature files (dkgzsl evaluate) but not photos.")
+        backbone = bundle_backbone(bundle)
     if bundle.config.feature_dim != backbone.model.num_features:
         raise BundleError(f"{bundle.path}: feature_dim {bundle.config.feature_dim} does not match "
                           f"{bb.name}'s {backbone.model.num_features} features.")
@@ -175,6 +177,22 @@ def load(source: str, device: str = "auto", offline: bool = False, precision: st
     record = model_record(source, bundle.path)
     clf.model_id, clf.model_commit = record["model"], record["model_commit"] or ""
     return clf
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread (in this thread) while a model loads: its many small operators (a bundle's finite
+    checks and copies, ~300 tensors) each wait for a whole thread team, which stalls whenever another process
+    holds a core (``dkgzsl_app.load`` at load ~2 on 2 cores: 0.2 s of isfinite on 2 threads); one thread's
+    results are the same bit for bit."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def bundle_backbone(bundle):

