@@ -4,6 +4,7 @@ import asyncio
 import json
 
 import pytest
+from rich.console import Console
 from textual.widgets import Input
 
 from dkgzsl_app.tui import EngineOptions, create_app
@@ -187,5 +188,27 @@ def test_sort_from_the_browser_files_the_current_results(results, tmp_path):
         assert got == {"cat/cat__0001.jpg", "cat/cat__0002.jpg", "cat/mystery.jpg", "espresso/espresso__0001.jpg",
                        "_low_confidence/espresso__0002.jpg", "teapot/teapot__0001.jpg"}
         assert (tmp_path / "sorted/cat/cat__0002.jpg").samefile(tmp_path / "photos/cat__0002.jpg")
+
+    asyncio.run(run())
+
+
+def test_why_of_a_photo_marked_unknown_explains_the_best_guess(results):
+    """A photo marked unknown has no class to explain: the pane explains the model's best guess, not "(unknown)"."""
+
+    async def run():
+        app = browse(results)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause(0.1)
+            await pilot.press("n")
+            row = app.current_row()
+            assert row.correction == UNKNOWN
+            def why() -> str:
+                console = Console(width=160)
+                with console.capture() as shown:
+                    console.print(app.detail.query_one("#why").content)
+                return shown.get()
+
+            await wait_until(pilot, lambda: "no model" in why())
+            assert row.top.name in why() and UNKNOWN not in why()
 
     asyncio.run(run())

@@ -278,6 +278,8 @@ class BrowseApp(App):
             if im is not None and not worker.is_cancelled:
                 self.call_from_thread(self.detail.set_picture, row.key, im)
         label = row.label
+        if label == UNKNOWN:  # marked "none of the classes": explain the model's best guess instead
+            label = row.top.name if row.top else None
         if worker.is_cancelled or not label or row.pred.error:  # an error row's pane already says why
             return
         if not self.engine.loaded:
