@@ -378,6 +378,11 @@ def evaluate(
               pct(metrics["CZSL"]), pct(metrics["AUSUC"]))
     t.add_row("γ = 0", pct(metrics["U_uncalibrated"]), pct(metrics["S_uncalibrated"]),
               pct(metrics["H_uncalibrated"]), "", "")
+    o = metrics.get("open_set")
+    if o:  # the bundle flags photos "unknown" in classify: what that costs on photos of its own classes
+        t.add_row(f"γ = {metrics['gamma']:.3g}, unknown = wrong", pct(o["U"]), pct(o["S"]), pct(o["H"]), "", "")
+        t.caption = (f"flagged unknown ({o['score']} < {o['threshold']:.3g}): {pct(o['flagged_unseen'])}% of the "
+                     f"unseen-class photos, {pct(o['flagged_seen'])}% of the seen-class photos")
     Console().print(t)
 
 

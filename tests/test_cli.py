@@ -48,9 +48,14 @@ def test_train_then_evaluate(features, tmp_path):
     assert r.exit_code == 0, r.output
     metrics = json.loads(r.stdout)
     assert {"U", "S", "H", "CZSL", "AUSUC"} <= set(metrics) and 0 <= metrics["H"] <= 1
+    o = metrics["open_set"]  # train fitted a threshold: what it costs on the test split
+    assert o["score"] == "prototype" and 0 <= o["flagged_seen"] <= 1 and 0 <= o["flagged_unseen"] <= 1
+    assert o["S"] <= metrics["S"] + 1e-9 and o["U"] <= metrics["U"] + 1e-9
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(app, ["evaluate", "--model", str(out / "bundle"), "--features", str(features)])
     assert r.exit_code == 0 and "CZSL" in r.stdout and "γ = 0" in r.stdout
+    flat = " ".join(r.stdout.split())
+    assert "unknown = wrong" in flat and "flagged unknown (prototype <" in flat
 
 
 def test_train_refuses_existing_run_without_resume(features, tmp_path):

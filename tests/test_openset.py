@@ -117,6 +117,25 @@ def test_train_fits_the_threshold_on_seen_validation_photos_only(trained):
     assert "validation" in rec["fitted_on"]
 
 
+def test_evaluate_reports_what_the_threshold_costs(trained):
+    from dkgzsl_app.trainer.evaluate import evaluate_bundle
+
+    data, out = trained
+    bundle = load_bundle(out.bundle_dir)
+    m = evaluate_bundle(bundle, data)
+    o = m["open_set"]
+    assert o["score"] == bundle.config.open_set["score"] and o["threshold"] == bundle.config.open_set["threshold"]
+    bundle.config.open_set = {**bundle.config.open_set, "threshold": -2.0}  # a cosine is never below -2: none flagged
+    none = evaluate_bundle(bundle, data)["open_set"]
+    assert none["flagged_seen"] == none["flagged_unseen"] == 0.0
+    assert (none["S"], none["U"], none["H"]) == pytest.approx((m["S"], m["U"], m["H"]))
+    bundle.config.open_set = {**bundle.config.open_set, "threshold": 2.0}  # ... never reaches 2: all flagged
+    every = evaluate_bundle(bundle, data)["open_set"]
+    assert every["flagged_seen"] == every["flagged_unseen"] == 1.0 and every["S"] == every["U"] == every["H"] == 0.0
+    bundle.config.open_set = None
+    assert "open_set" not in evaluate_bundle(bundle, data)
+
+
 # ---- bundles, classify, output --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def plain_bundle(tmp_path_factory):

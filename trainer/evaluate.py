@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..models.errors import DataError
-from .metrics import czsl_accuracy, evaluate_gzsl, gzsl_accuracy, plot_seen_unseen_curve, seen_unseen_curve
+from .metrics import (calibrated_predictions, czsl_accuracy, evaluate_gzsl, gzsl_accuracy, harmonic_mean,
+                      per_class_accuracy, plot_seen_unseen_curve, seen_unseen_curve)
 from .train import scores_for
 
 
@@ -38,7 +39,8 @@ def evaluate_bundle(bundle, fs, gamma: float | None = None, curve_png: Path | No
     idx = np.concatenate([fs.test_seen, fs.test_unseen])
     labels = to_bundle[fs.labels[idx]]
     seen = np.array(cfg.seen)
-    scores = scores_for(bundle.model, torch.from_numpy(_stored(fs, idx)), cfg.head.tau_student)
+    raw = torch.from_numpy(_stored(fs, idx))
+    scores = scores_for(bundle.model, raw, cfg.head.tau_student)
     g = cfg.calibration if gamma is None else float(gamma)
     res = evaluate_gzsl(scores, labels, seen, g, with_ausuc=True)
     s0, u0, h0 = gzsl_accuracy(scores, labels, seen, 0.0)
@@ -46,7 +48,33 @@ def evaluate_bundle(bundle, fs, gamma: float | None = None, curve_png: Path | No
            "S_uncalibrated": s0, "U_uncalibrated": u0, "H_uncalibrated": h0,
            "CZSL": czsl_accuracy(scores, labels, seen), "AUSUC": res.ausuc,
            "n_test_seen": int(len(fs.test_seen)), "n_test_unseen": int(len(fs.test_unseen))}
+    if cfg.open_set:
+        out["open_set"] = open_set_figures(bundle, raw, scores, labels, seen, g)
     if curve_png is not None:
         gammas, s, u = seen_unseen_curve(scores, labels, seen)
         plot_seen_unseen_curve(gammas, s, u, curve_png, title=f"{cfg.method}", mark=(res.unseen_acc, res.seen_acc))
     return out
+
+
+def open_set_figures(bundle, raw: torch.Tensor, scores: np.ndarray, labels: np.ndarray, seen: np.ndarray,
+                     gamma: float, batch: int = 4096) -> dict:
+    """What the bundle's open-set threshold (config.open_set) costs on the test split, whose photos all belong
+    to the model's classes: the share of seen- and unseen-class photos flagged "unknown", and S / U / H when a
+    flagged photo counts as wrong (what classify reports with rejection on)."""
+    cfg, model = bundle.config, bundle.model
+    name, threshold = cfg.open_set["score"], float(cfg.open_set["threshold"])
+    model.eval()
+    if len(raw):
+        batch = max(1, min(batch, (1 << 24) // raw[0].numel()))
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        got = [model.open_set_scores(raw[i:i + batch].to(dev), cfg.head.tau_student, cfg.attribute_norm)[name].cpu()
+               for i in range(0, len(raw), batch)]
+    flagged = (torch.cat(got).float().numpy() if got else np.zeros(0, np.float32)) < threshold
+    pred = np.where(flagged, -1, calibrated_predictions(scores, seen, gamma))  # -1: flagged, never a class
+    on_seen = seen[labels]
+    s = per_class_accuracy(pred, labels, np.flatnonzero(seen))
+    u = per_class_accuracy(pred, labels, np.flatnonzero(~seen))
+    share = lambda m: float(flagged[m].mean()) if m.any() else float("nan")  # noqa: E731
+    return {"score": name, "threshold": threshold, "flagged_seen": share(on_seen), "flagged_unseen": share(~on_seen),
+            "S": s, "U": u, "H": harmonic_mean(s, u)}
