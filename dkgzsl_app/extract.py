@@ -189,9 +189,13 @@ def forward_streams(dev: torch.device, channels_last: bool) -> tuple[int, int]:
 
 def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
                    cache=None, on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
-                   channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
+                   channels_last: bool | None = None, kind: str = "pooled", ranks: bool = False) -> Extracted:
     """``extract`` through a FeatureCache: photos (paths) seen before with this backbone (and precision:
-    bf16 and fp16 features are kept apart from fp32 ones; layout; kind) skip it."""
+    bf16 and fp16 features are kept apart from fp32 ones; layout; kind) skip it.
+
+    ``ranks`` (``train --images/--dataset``): under torchrun, every rank calling with the same ``images``,
+    the photos no rank found in its cache are split over the ranks (``extract_split``) and every rank
+    returns all features; each machine's local rank 0 alone writes its cache."""
     import os
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
@@ -199,7 +203,8 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     from .cache import backbone_key, file_digest
 
     if cache is None:
-        return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last, kind)
+        return (extract_split if ranks else extract)(backbone, images, device, batch_size, workers, on_batch,
+                                                     precision, channels_last, kind)
     if channels_last is None:
         channels_last = default_channels_last(device)
     key = backbone_key(backbone.config, precision, channels_last, kind)
@@ -218,18 +223,48 @@ def extract_cached(backbone, images: list, device: str = "cpu", batch_size: int 
     hits = cache.get(sorted(set(digests.values())), key, kind)
     got = Extracted({i: torch.from_numpy(hits[d]) for i, d in digests.items() if d in hits})
     todo = [i for i in range(len(images)) if i not in got.features]
+    if ranks:  # torchrun: what any rank lacks, so that every rank splits the same list
+        from .trainer import distributed
+
+        todo = sorted(set().union(*distributed.all_gather_object(todo)))
+        got.features = {i: f for i, f in got.features.items() if i not in todo}
     if on_batch and got.features:
         on_batch(len(got.features))
     # all cached (a chunk of a warm run): no DataLoader, whose worker processes would start for nothing
-    fresh = extract(backbone, [images[i] for i in todo], device, batch_size, workers, on_batch, precision,
-                    channels_last, kind) if todo else Extracted()
+    fresh = (extract_split if ranks else extract)(backbone, [images[i] for i in todo], device, batch_size, workers,
+                                                  on_batch, precision, channels_last, kind) if todo else Extracted()
     for j, f in fresh.features.items():
         got.features[todo[j]] = f
     got.errors = {todo[j]: reason for j, reason in fresh.errors.items()}
     new = {digests[todo[j]]: f.numpy() for j, f in fresh.features.items() if todo[j] in digests}
-    if new:
+    if new and (not ranks or os.environ.get("LOCAL_RANK", "0") in ("", "0")):  # one writer per machine
         cache.put(new, key, kind)
     return got
+
+
+def extract_split(backbone, images: list, device: str = "cpu", batch_size: int = 32, workers: int = 2,
+                  on_batch: Callable[[int], None] | None = None, precision: str = "fp32",
+                  channels_last: bool | None = None, kind: str = "pooled") -> Extracted:
+    """``extract``; under torchrun (every rank calling with the same ``images``) each rank extracts its
+    contiguous share (``distributed.rows``) and the ranks all-gather the results, so every rank returns every
+    photo's features: those of one process (the backbone runs in eval mode, so a photo's features do not
+    depend on the other photos of its batch; bit for bit on the CPU at one thread per rank, measured), the
+    errors too. ``on_batch`` hears of this rank's photos as they
+    are done, then of the others' at once. Outside torchrun: ``extract``."""
+    from .trainer import distributed
+
+    if not distributed.active():
+        return extract(backbone, images, device, batch_size, workers, on_batch, precision, channels_last, kind)
+    lo, hi = distributed.rows(len(images))
+    mine = extract(backbone, images[lo:hi], device, batch_size, workers, on_batch, precision, channels_last,
+                   kind) if hi > lo else Extracted()
+    out = Extracted()
+    for start, features, errors in distributed.all_gather_object((lo, mine.features, mine.errors)):
+        out.features.update({start + j: f for j, f in features.items()})
+        out.errors.update({start + j: reason for j, reason in errors.items()})
+    if on_batch and len(images) > hi - lo:
+        on_batch(len(images) - (hi - lo))
+    return out
 
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

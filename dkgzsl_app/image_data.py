@@ -67,7 +67,7 @@ def extract_paths(paths: list[str], backbone, device, cache, batch_size, workers
                 f(n)
 
         got = extract_cached(backbone, paths, device, batch_size, workers, cache, both if callbacks else None,
-                             precision, channels_last, kind)
+                             precision, channels_last, kind, ranks=True)  # torchrun: the ranks share the photos
     for i, reason in sorted(got.errors.items()):
         warn(f"{paths[i]}: {reason} (skipped)")
     keep = sorted(got.features)

@@ -13,6 +13,8 @@ Choices:
 * The backbone rides as an extra parameter group (lr ``backbone_lr``) in the optimizers of the steps whose
   losses reach it, the warm-up's (``opt_t``) and the student's (``opt_s``): their zero_grad/step cover it,
   and their state dicts (in the checkpoint) hold its Adam moments. No other step's loss reaches it.
+* Under torchrun each rank runs the backbone on its share of every batch (``distributed.per_rank``), the
+  gradients all-reduced with the optimizers'; eval-mode BatchNorm (below) makes that split exact.
 * BatchNorm stays in eval mode (running statistics frozen, affine weights trained): training batches are
   small and class-skewed, so batch statistics would be noisy and would shift the running ones away from
   the statistics the initial features (and the feature scaling fitted on them) were computed with; eval
@@ -37,6 +39,7 @@ import torch
 
 from ..models.backbone import Backbone
 from ..models.errors import DataError
+from . import distributed
 
 CHUNK = 64  # photos per forward pass without gradients (snapshots, validation features)
 
@@ -77,12 +80,15 @@ class PhotoSet:
         """Features of photos ``rows`` without gradients, as stored: pooled (n, D) float32 or regions (n, R, C)
         float16, on ``device``; ``tick(k)`` after each chunk of k photos."""
         dtype = torch.float16 if kind == "regions" else torch.float32
-        out = []
-        for chunk in rows.split(CHUNK):
-            out.append(self.raw(backbone, chunk, device, kind).to(dtype))
-            if tick:
-                tick(len(chunk))
-        return torch.cat(out)
+
+        def mine(rows: torch.Tensor) -> torch.Tensor:  # under torchrun this rank's share (distributed.per_rank)
+            out = []
+            for chunk in rows.split(CHUNK):
+                out.append(self.raw(backbone, chunk, device, kind).to(dtype))
+                if tick:
+                    tick(len(chunk))
+            return torch.cat(out)
+        return distributed.per_rank(mine, rows)
 
 
 def with_backbone(cls, method: str = ""):
@@ -126,8 +132,9 @@ class BackboneFinetuning:
         self.raw_fresh = False
 
     # ---- real features: live with gradients, else the current backbone's snapshot -------------------------
-    def _live(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.photos.raw(self.backbone, self.rows[idx.cpu()], self.device, self.kind)
+    def _live(self, idx: torch.Tensor) -> torch.Tensor:  # under torchrun each rank runs its share of the batch
+        return distributed.per_rank(lambda r: self.photos.raw(self.backbone, r, self.device, self.kind),
+                                    self.rows[idx.cpu()])
 
     def real_features(self, idx: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled():

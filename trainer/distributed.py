@@ -8,8 +8,8 @@ How the work is split, so that N processes compute the single-process run's glob
 * every rank builds the same model (same seed) and draws every random number (batch indices, noise,
   interpolation weights) from its own copy of the run's seeded generator with the single-process shapes, so
   the random stream is that of one process;
-* the per-sample networks (the critic, the generator, the teacher, the student, CE-GZSL's embedding net) run
-  on this rank's rows only: a forward pre-hook cuts each batch input to the rank's contiguous slice
+* the per-sample networks (the critic, the generator, the teacher, the student, CE-GZSL's embedding net,
+  DKGZSL's SOVR, MSDN's and MSDN++'s whole model, a backbone being fine-tuned) run on this rank's rows only: a forward pre-hook cuts each batch input to the rank's contiguous slice
   (``Scatter``) and a forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss
   code after them is unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and
   L_od, class means and the contrastive losses are the single-process ones (up to float reassociation);
@@ -18,8 +18,12 @@ How the work is split, so that N processes compute the single-process run's glob
   gets its whole gradient on every rank, and the penalty's double backward works); each optimiser's step
   first all-reduces its parameters' gradients and divides by N. A parameter's gradient is then the sum of
   the ranks' shares of the batch plus, once, whatever the replicated loss code contributes;
-* everything else (losses, optimiser steps, DKGZSL's snapshot of v, MSDN's networks, validation) runs
-  replicated, identically on every rank. ``check_identical`` compares the ranks' weights after every epoch
+* the backbone being fine-tuned (``per_rank``: trainer/backbone_ft.py) runs in eval mode, BatchNorm on its
+  frozen running statistics, so a photo's features do not depend on the other photos of the batch and the
+  split is exact; its snapshots of the training photos' features are split the same way;
+* a call that draws random numbers of the batch's shape (MSDN++'s random counterfactual attention) runs
+  whole on every rank, so that the draws are the single-process ones;
+* everything else (losses, optimiser steps, validation) runs replicated, identically on every rank. ``check_identical`` compares the ranks' weights after every epoch
   (bit for bit) and stops a run whose ranks drifted apart.
 
 Only rank 0 writes: checkpoints, ``metrics.jsonl``, the bundle, progress. ``--resume``: rank 0 reads the
@@ -27,6 +31,7 @@ checkpoint and broadcasts it, so the other ranks (on other machines too) start f
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -38,8 +43,10 @@ import torch
 import torch.distributed as dist
 
 # The networks that run sharded (per-sample forwards; their outputs are all-gathered): attribute names of the
-# model (ZSLModel, DKGZSLModel). Others (SOVR, the OOD head, ε, MSDN) run replicated.
-SHARDED = ("generator", "critic", "teacher", "student", "contrastive")
+# model (ZSLModel, DKGZSLModel: SOVR included). Others (the OOD head, ε) run replicated. A trainer whose whole
+# model is one per-sample network (MSDN, MSDN++: ``shard_model = True``) has the model's forward sharded; a
+# backbone being fine-tuned runs sharded through ``per_rank``.
+SHARDED = ("generator", "critic", "teacher", "student", "contrastive", "sovr")
 
 
 def world_size() -> int:
@@ -180,6 +187,9 @@ class Sharding:
     def _pre(self, module, args, kwargs):
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         n = len(tensors[0]) if self.on and tensors and tensors[0].dim() else 0
+        if any(isinstance(a, torch.Generator) for a in (*args, *kwargs.values())):
+            n = 0  # draws random numbers of the batch's shape (MSDN++'s random counterfactual): replicated, so
+            #        that every rank draws the single-process stream
         if n == 0 or any(t.dim() == 0 or len(t) != n for t in tensors):
             module._ddp_rows.append(None)  # not a batch call: replicated
             return None
@@ -194,7 +204,13 @@ class Sharding:
         if isinstance(output, torch.Tensor):
             return gather(output, n)
         if isinstance(output, tuple) and all(isinstance(o, torch.Tensor) for o in output):
-            return tuple(gather(o, n) for o in output)
+            parts = [gather(o, n) for o in output]
+            return type(output)(*parts) if hasattr(output, "_fields") else tuple(parts)  # NamedTuple (MSDNOutput)
+        if dataclasses.is_dataclass(output) and all(isinstance(getattr(output, f.name), (torch.Tensor, type(None)))
+                                                    for f in dataclasses.fields(output)):  # SOVROutput
+            return dataclasses.replace(output, **{f.name: gather(getattr(output, f.name), n)
+                                                  for f in dataclasses.fields(output)
+                                                  if getattr(output, f.name) is not None})
         raise TypeError(f"{type(module).__name__}: a sharded network must return tensors, not {type(output)}")
 
     def shard_module(self, module: torch.nn.Module) -> None:
@@ -211,7 +227,8 @@ class Sharding:
         """Within the block the networks run whole on every rank (validation: every rank scores alike)."""
         was, self.on = self.on, False
         try:
-            yield
+            with whole():
+                yield
         finally:
             self.on = was
 
@@ -219,6 +236,32 @@ class Sharding:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+
+_replicated = False  # within ``whole()`` (and Sharding.replicated): per_rank runs fn on every row
+
+
+@contextmanager
+def whole() -> Iterator[None]:
+    """Within the block ``per_rank`` computes every row on every rank (no split)."""
+    global _replicated
+    before, _replicated = _replicated, True
+    try:
+        yield
+    finally:
+        _replicated = before
+
+
+def per_rank(fn, idx: torch.Tensor) -> torch.Tensor:
+    """``fn(idx)`` (a per-row function of the rows ``idx``, returning (len(idx), ...)) computed as this rank's
+    share ``fn(idx[lo:hi])`` and all-gathered into the whole batch, with the same gradients as ``gather``
+    (the backbone being fine-tuned, its snapshots and the starting features). Every rank must call it with
+    the same ``idx``; outside torchrun, within ``Sharding.replicated`` or for fewer rows than ranks it is
+    ``fn(idx)``."""
+    if not active() or _replicated or len(idx) < dist.get_world_size():
+        return fn(idx)
+    lo, hi = rows(len(idx))
+    return gather(fn(idx[lo:hi]), len(idx))
 
 
 def average_gradients(params) -> None:
@@ -243,6 +286,8 @@ def attach(trainer) -> Sharding | None:
         module = getattr(trainer.model, name, None)
         if isinstance(module, torch.nn.Module):
             s.shard_module(module)
+    if getattr(trainer, "shard_model", False):  # MSDN, MSDN++: the model's forward is per-sample
+        s.shard_module(trainer.model)
     for name in trainer.optimizer_names:
         s.average_on_step(getattr(trainer, name))
     return s
@@ -257,6 +302,15 @@ def broadcast(obj):
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` outside torchrun)."""
+    if not active():
+        return [obj]
+    every = [None] * dist.get_world_size()
+    dist.all_gather_object(every, obj)
+    return every
 
 
 def load_state(path, resume: bool):

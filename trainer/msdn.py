@@ -58,6 +58,7 @@ class MSDNTrainer(Resumable):
     feature_kinds = ("regions",)
     recommended = {"batch_size": 50}  # the paper's; the CLI's default for this method
     reads_attr_embeddings = True  # cfg.attr_embeddings starts the attribute embeddings
+    shard_model = True  # under torchrun the model's forward runs on each rank's rows (trainer/distributed.py)
 
     @classmethod
     def feature_kind(cls, cfg: TrainConfig) -> str:
