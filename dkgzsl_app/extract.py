@@ -7,6 +7,7 @@ the device right after the forward pass so memory and cache bytes stay small."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -71,8 +72,85 @@ def _photo_loader(backbone, transform, images: list, batch_size: int, workers: i
     short = int(math.floor(min(c.input_size[-2:]) / c.crop_pct))
     ds = PhotoDataset(images, transform, draft=(short, short))
     can_fork = workers > 0 and all(isinstance(i, (str, bytes)) or hasattr(i, "__fspath__") for i in images)
+    pool = _DECODE_POOL.get()
+    if pool is not None and can_fork and workers == pool.workers:  # decode_pool: the run's workers, kept
+        return pool.loader(transform, ds.draft, images, batch_size, pin_memory)
     return DataLoader(ds, batch_size=batch_size, num_workers=workers if can_fork else 0, collate_fn=collate,
                       pin_memory=pin_memory, persistent_workers=False)
+
+
+_DECODE_POOL: contextvars.ContextVar = contextvars.ContextVar("dkgzsl_decode_pool", default=None)
+
+
+class _KeyedPhotos(Dataset):
+    """The decode pool's dataset: item (i, path) → what ``PhotoDataset`` gives for ``path``, indexed ``i``. The
+    workers get the photos with each batch's indices, so one set of workers serves any number of photo lists."""
+
+    def __init__(self, transform, draft):
+        self.transform, self.draft = transform, draft
+
+    def __getitem__(self, key):
+        i, path = key
+        x, _, error = PhotoDataset([path], self.transform, self.draft)[0]
+        return x, i, error
+
+
+class _Batches:
+    """A batch sampler whose batches are set before each pass over the loader (``DecodePool.loader``)."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class DecodePool:
+    """DataLoader worker processes kept for many ``extract`` calls (``decode_pool``): ``dkgzsl classify``
+    extracts a chunk of photos at a time, and a DataLoader per chunk started (forked) its workers anew for every
+    chunk and left them idle while the chunk's first batch was decoded. Batches, their order, errors and
+    progress are those of a DataLoader per call."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._key = self._loader = self._batches = None
+
+    def loader(self, transform, draft, images: list, batch_size: int, pin_memory: bool):
+        """An iterable of ``images``' batches (tensors, indices into ``images``, errors), as ``_photo_loader``."""
+        key = (repr(transform), draft, pin_memory)
+        if key != self._key:  # another transform (another backbone): its own workers
+            self.close()
+            self._batches = _Batches()
+            self._loader = DataLoader(_KeyedPhotos(transform, draft), batch_sampler=self._batches,
+                                      num_workers=self.workers, collate_fn=collate, pin_memory=pin_memory,
+                                      persistent_workers=True)
+            self._key = key
+        self._batches.batches = [[(i, images[i]) for i in range(s, min(s + batch_size, len(images)))]
+                                 for s in range(0, len(images), batch_size)]
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the workers (they exit; none is left behind)."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None:
+            it._shutdown_workers()
+        self._key = self._loader = self._batches = None
+
+
+@contextlib.contextmanager
+def decode_pool(workers: int):
+    """``extract`` calls in this block (in this thread) decode photos in one set of ``workers`` worker processes,
+    started with the first call and stopped when the block ends (an error or Ctrl-C included)."""
+    pool = DecodePool(workers)
+    token = _DECODE_POOL.set(pool)
+    try:
+        yield pool
+    finally:
+        _DECODE_POOL.reset(token)
+        pool.close()
 
 
 def _uint8_transform(backbone):

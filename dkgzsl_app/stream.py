@@ -1,7 +1,8 @@
 """Classifying at scale: results streamed to the output as chunks finish, resumable runs, photo lists.
 
 ``classify_chunks`` runs a Classifier over a long photo list a chunk at a time (the TUI's engine does the
-same), so memory holds one chunk's features and predictions, never the run's. ``ResultWriter`` appends
+same), so memory holds one chunk's features and predictions, never the run's; ``classify_photos`` keeps one set
+of decoding worker processes for all its chunks (``extract.decode_pool``). ``ResultWriter`` appends
 each chunk's rows, in input order, to a CSV or JSON Lines file and flushes them: a crash or SIGKILL
 loses at most the chunk in flight (its features are in the feature cache already when its rows are
 being written). Next to such a file a small *run record* (``results.jsonl.run.json``) names what made
@@ -483,13 +484,14 @@ def classify_photos(clf, images: list[str], missing: list, fmt: str, output=None
             if bar_tick is not None and peers is not None:
                 tick = lambda n: bar_tick(n + peers.poll())  # noqa: E731 (the other ranks' rows too)
 
-            for preds in classify_chunks(clf, images, chunk, top_k=top_k, calibration=calibration,
-                                         batch_size=batch_size, workers=workers, on_batch=tick, cache=cache):
-                preds, skip = preds[skip:], 0
-                for p in preds:
-                    if p.error:
-                        warn(f"{p.path}: {p.error}")
-                emit(preds)
+            with _decode_pool(workers):  # one set of decoding workers for every chunk, stopped at the end
+                for preds in classify_chunks(clf, images, chunk, top_k=top_k, calibration=calibration,
+                                             batch_size=batch_size, workers=workers, on_batch=tick, cache=cache):
+                    preds, skip = preds[skip:], 0
+                    for p in preds:
+                        if p.error:
+                            warn(f"{p.path}: {p.error}")
+                    emit(preds)
             emit(missing)  # already warned about when the photos were collected
             if writer is not None:
                 writer.close()
@@ -513,6 +515,16 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext(None)
+
+
+def _decode_pool(workers: int):
+    """``extract.decode_pool``: DataLoader workers started once for the run's chunks (a fresh set per chunk
+    forked ``workers`` processes every 256 photos, idle until each chunk's first batch was decoded)."""
+    if workers <= 0:
+        return _null()
+    from .extract import decode_pool
+
+    return decode_pool(workers)
 
 
 # --- one run over several processes: torchrun -------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Decoding workers kept across classify's chunks (issue 17, extract.decode_pool): the same rows byte for byte as a
+DataLoader per chunk (a bad file among them, a feature cache cold, half warm and warm), one set of worker
+processes for the whole run, and none left running afterwards, after an error or Ctrl-C too."""
+import multiprocessing
+
+import pytest
+
+import dkgzsl_app
+from dkgzsl_app import extract, stream
+from dkgzsl_app.cache import FeatureCache
+from dkgzsl_app.stream import classify_photos
+
+CHUNK, BATCH, WORKERS = 5, 2, 2
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return dkgzsl_app.load("demo-shapes", device="cpu", offline=True)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """13 demo photos and a broken one in the middle: three chunks of 5, each of 3 batches of 2 or 1."""
+    from dkgzsl_app.trainer.render import write_test_photos
+
+    folder = tmp_path_factory.mktemp("pool")
+    paths = sorted(str(p) for p in write_test_photos(folder, per_class=1, seed=5))[:13]
+    broken = folder / "m_broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff" + b"\0" * 100)
+    return paths[:7] + [str(broken)] + paths[7:]
+
+
+@pytest.fixture
+def loaders(monkeypatch):
+    """DataLoaders made, by kind (persistent: the pool's; per call: the old way)."""
+    made = []
+    real = extract.DataLoader
+
+    def counting(*args, **kwargs):
+        made.append("persistent" if kwargs.get("persistent_workers") else "per call")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "DataLoader", counting)
+    return made
+
+
+def run(clf, paths, out, cache=None, pool=True, warn=None):
+    """classify_photos as ``dkgzsl classify -f jsonl -o out`` runs it; ``pool=False``: a DataLoader per chunk."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not pool:
+            mp.setattr(stream, "_decode_pool", lambda workers: stream._null())
+        return classify_photos(clf, paths, [], "jsonl", out, model="demo-shapes", batch_size=BATCH, workers=WORKERS,
+                               cache=cache, chunk=CHUNK, progress=False, warn=warn or (lambda m: None))
+
+
+def test_one_set_of_workers_gives_the_per_chunk_rows_byte_for_byte(clf, photos, tmp_path, loaders):
+    warned = []
+    summary = run(clf, photos, tmp_path / "pool.jsonl", warn=warned.append)
+    assert loaders == ["persistent"]  # one DataLoader, one set of workers, for the three chunks
+    assert multiprocessing.active_children() == []
+    loaders.clear()
+    old = run(clf, photos, tmp_path / "old.jsonl", pool=False)
+    assert loaders == ["per call"] * 3
+    assert (tmp_path / "pool.jsonl").read_bytes() == (tmp_path / "old.jsonl").read_bytes()
+    assert summary.rows == old.rows == 14 and summary.failed == old.failed == 1
+    assert len(warned) == 1 and "m_broken.jpg" in warned[0]
+
+
+def test_the_feature_cache_cold_half_warm_and_warm(clf, photos, tmp_path, loaders):
+    reference = tmp_path / "ref.jsonl"
+    run(clf, photos, reference, pool=False)
+    cache = FeatureCache(tmp_path / "features.sqlite3")
+    try:
+        run(clf, photos[:6], tmp_path / "first.jsonl", cache=cache)  # the first chunk and one photo cached
+        loaders.clear()
+        run(clf, photos, tmp_path / "half.jsonl", cache=cache)
+        assert loaders == ["persistent"]
+        loaders.clear()
+        run(clf, photos, tmp_path / "warm.jsonl", cache=cache)
+        assert loaders == ["persistent"]  # the broken photo is never cached: decoded (and failing) again
+    finally:
+        cache.close()
+    for name in ("half", "warm"):
+        assert (tmp_path / f"{name}.jsonl").read_bytes() == reference.read_bytes(), name
+    assert multiprocessing.active_children() == []
+
+
+def test_progress_counts_every_photo_once(clf, photos):
+    ticks = []
+    with extract.decode_pool(WORKERS):
+        for start in range(0, len(photos), CHUNK):
+            clf.classify(photos[start:start + CHUNK], batch_size=BATCH, workers=WORKERS, on_batch=ticks.append)
+    assert sum(ticks) == len(photos) and max(ticks) <= BATCH
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_no_worker_left_after_ctrl_c_or_an_error(clf, photos, tmp_path, error):
+    seen = []
+
+    def warn(message):  # the broken photo's warning comes in the second chunk, with the workers running
+        seen.append(len(multiprocessing.active_children()))
+        if len(seen) == 1:
+            raise error("stop")
+
+    with pytest.raises(error):
+        run(clf, photos, tmp_path / "cut.jsonl", warn=warn)
+    assert seen[0] == WORKERS  # the pool's workers were alive mid-run, so the next check can fail
+    if error is KeyboardInterrupt:  # classify's "interrupted: --resume carries on" note, the workers gone by then
+        assert seen[1:] == [0]
+    assert multiprocessing.active_children() == []
+    rows = (tmp_path / "cut.jsonl").read_text().splitlines()
+    assert len(rows) == CHUNK  # the first chunk's rows were written before the interruption
