@@ -11,6 +11,11 @@ training thread count), so N processes use N × threads cores.
 
     python benchmarks/train_ddp.py                                    # d3gzsl, 1024-d features, hidden 1024
     python benchmarks/train_ddp.py --method dkgzsl --nproc 2 --threads 1 --out benchmarks/results/train_ddp.json
+    python benchmarks/train_ddp.py --method msdn --regions 49 --dim 512 --batch 50 --append benchmarks/results/train_ddp.json
+
+``--regions R``: region features (N, R, dim + 1) (``make_region_set``: MSDN, MSDN++, DKGZSL with SOVR); the
+default 0 is pooled features. ``--append FILE`` adds this run to FILE's ``runs`` list (kept entries untouched);
+``--out FILE`` writes this run alone.
 """
 from __future__ import annotations
 
@@ -59,13 +64,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--attrs", type=int, default=16, help="attributes per class")
+    p.add_argument("--regions", type=int, default=0, help="region features with this many regions (0: pooled)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--append", type=Path, help="add the run to this file's 'runs' list")
     a = p.parse_args()
-    spec = {"method": a.method, "epochs": a.epochs,
-            "data_args": {"dim": a.dim, "per_class": a.per_class, "n_classes": a.classes,
-                          "n_unseen": max(1, a.classes // 4)},
+    data_args = {"dim": a.dim, "per_class": a.per_class, "n_classes": a.classes, "n_unseen": max(1, a.classes // 4),
+                 "n_attr": a.attrs}
+    if a.regions:
+        data_args.update(regions=a.regions, distractors=min(4, a.regions - 1))
+    spec = {"method": a.method, "epochs": a.epochs, "data_args": data_args,
+            **({"data": "regions"} if a.regions else {}),
             "config": {"batch_size": a.batch, "hidden_dim": a.hidden, "critic_hidden_dim": a.hidden,
                        "embed_dim": a.embed, "teacher_epochs": 1, "generator": a.generator}}
+    load_before = open("/proc/loadavg").read().split()[:3]
     runs: dict[int, list[dict]] = {1: [], a.nproc: []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.repeats):
@@ -79,18 +91,23 @@ def main() -> None:
         "benchmark": "train_ddp", "method": a.method, "generator": a.generator, "nproc": a.nproc,
         "threads_per_process": a.threads, "backend": "gloo", "device": "cpu",
         "shape": {"dim": a.dim, "hidden": a.hidden, "embed": a.embed, "classes": a.classes,
-                  "per_class": a.per_class, "batch": a.batch, "epochs": a.epochs},
+                  "per_class": a.per_class, "batch": a.batch, "epochs": a.epochs, "attrs": a.attrs,
+                  **({"regions": a.regions} if a.regions else {})},
         "samples_per_s": {str(n): round(b["samples_per_s"], 2) for n, b in best.items()},
         "all_samples_per_s": {str(n): [round(r["samples_per_s"], 2) for r in rs] for n, rs in runs.items()},
         "scaling": round(best[a.nproc]["samples_per_s"] / best[1]["samples_per_s"], 3),
         "rank0_cpu_seconds": {str(n): round(b["cpu_seconds"], 2) for n, b in best.items()},
         "max_probability_difference": agree,
         "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "loadavg_after": open("/proc/loadavg").read().split()[:3],
+        "loadavg_before": load_before, "loadavg_after": open("/proc/loadavg").read().split()[:3],
     }
     print(json.dumps(out, indent=2))
     if a.out:
         a.out.write_text(json.dumps(out, indent=2) + "\n")
+    if a.append:
+        doc = json.loads(a.append.read_text()) if a.append.exists() else {"benchmark": "train_ddp", "runs": []}
+        doc["runs"].append(out)
+        a.append.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

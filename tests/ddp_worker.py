@@ -101,7 +101,8 @@ def main(spec: dict) -> None:
     if spec.get("data") == "photos":  # --finetune-backbone
         fs, ps = photo_set(spec)
     elif spec.get("data") == "regions":
-        fs = make_region_set(n_classes=12, n_unseen=3, regions=4, distractors=2)
+        fs = make_region_set(**{"n_classes": 12, "n_unseen": 3, "regions": 4, "distractors": 2,
+                                **spec.get("data_args", {})})
     else:
         fs = make_feature_set(**{"n_classes": 12, "n_unseen": 3, **spec.get("data_args", {})})
     task = make_task(fs, np.arange(len(fs.class_names)), fs.seen, np.asarray(fs.trainval))
