@@ -60,7 +60,7 @@ def extract_photos(spec: dict) -> None:
     runs = []
     for _ in range(2):  # cold cache, then warm (only the unreadable photo is tried again)
         ticks = []
-        got = extract_cached(tiny_backbone(), paths, "cpu", 4, 0, FeatureCache(Path(spec["cache"])), ticks.append,
+        got = extract_cached(tiny_backbone(), paths, "cpu", spec.get("batch", 4), 0, FeatureCache(Path(spec["cache"])), ticks.append,
                              "fp32", False, spec.get("kind", "pooled"), ranks=True)
         assert sorted([*got.features, *got.errors]) == list(range(len(paths))) and sum(ticks) == len(paths), ticks
         runs.append({"features": got.features, "errors": got.errors, "ticks": ticks})

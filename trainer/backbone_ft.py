@@ -81,14 +81,20 @@ class PhotoSet:
         float16, on ``device``; ``tick(k)`` after each chunk of k photos."""
         dtype = torch.float16 if kind == "regions" else torch.float32
 
+        done = []
+
         def mine(rows: torch.Tensor) -> torch.Tensor:  # under torchrun this rank's share (distributed.per_rank)
             out = []
             for chunk in rows.split(CHUNK):
                 out.append(self.raw(backbone, chunk, device, kind).to(dtype))
+                done.append(len(chunk))
                 if tick:
                     tick(len(chunk))
             return torch.cat(out)
-        return distributed.per_rank(mine, rows)
+        feats = distributed.per_rank(mine, rows)
+        if tick and len(rows) > sum(done):  # the other ranks' photos, at once
+            tick(len(rows) - sum(done))
+        return feats
 
 
 def with_backbone(cls, method: str = ""):

@@ -475,6 +475,8 @@ def fit(task: Task, cfg: TrainConfig, epochs: int, run_dir: Path | None = None, 
                 row.update(evaluate(tr.model))
         tr.epoch += 1
         distributed.check_identical(tr.model, f"epoch {tr.epoch}")
+        if cfg.finetune_backbone:  # the backbone too: its gradients are all-reduced like the head's
+            distributed.check_identical(tr.backbone.model, f"epoch {tr.epoch} (backbone)")
         _record(tr, row, ckpt, log, on_epoch)
         if progress:
             progress(tr.epoch, epochs)
