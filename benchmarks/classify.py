@@ -11,8 +11,9 @@
       decode + resize in DataLoader workers, forward (in streams, as a'''), head (no cache);
   (c) a naive single-process loop: open, transform, forward, one batch at a time;
   (d) `classify` again with a warm feature cache;
-  (e) `dkgzsl classify` as the command runs it (``stream.classify_photos``: chunks of 256, a cold feature
-      cache read and written, JSON Lines rows written to a file).
+  (e) `dkgzsl classify` as the command runs it (``stream.classify_photos``: chunks of --chunk (256), a cold feature
+      cache read and written, JSON Lines rows written to a file); (e0) the same as before the decode pool
+      and the chunk overlap (a DataLoader per chunk, chunks one after the other; the same file byte for byte).
 
 (b) runs once per ``--workers`` value (``--workers 0,1,2``: b_classify_w0, _w1, _w2; b_classify is the
 first). CPU seconds per photo (this process and its DataLoader workers) are reported next to images/s:
@@ -146,6 +147,7 @@ def main() -> None:
     p.add_argument("--photos", choices=("varied", "big", "demo"), default="varied")
     p.add_argument("--model", help="a bundle source (e.g. demo-shapes) instead of the synthetic D3GZSL bundle")
     p.add_argument("--skip", default="", help="comma list of parts to leave out: naive, warm, cli")
+    p.add_argument("--chunk", type=int, default=256, help="(e), (e0): photos per chunk (classify --chunk-size)")
     p.add_argument("--draft-check", type=int, default=0, metavar="K",
                    help="compare draft-decoded and fully decoded features for K photos")
     a = p.parse_args()
@@ -279,10 +281,31 @@ def main() -> None:
         c0 = cpu_seconds()
         spent["e_classify_cli_cold_cache"], summary = timed(lambda: classify_photos(
             clf, paths, [], "jsonl", work / "results.jsonl", model="bench", batch_size=a.batch_size,
-            workers=worker_counts[0], cache=cache, progress=False))
+            workers=worker_counts[0], cache=cache, chunk=a.chunk, progress=False))
         cpu["e_classify_cli_cold_cache"] = cpu_seconds() - c0
         assert summary.rows == a.n and not summary.failed
         cache.close()
+        # (e0) the same as dkgzsl did before issue 17's decode pool and overlap: a DataLoader per chunk, chunks
+        # one after the other (skipped where this dkgzsl has neither)
+        import dkgzsl_app.stream as stream_mod
+
+        if hasattr(stream_mod, "_decode_pool"):
+            import functools
+
+            real = stream_mod._decode_pool, stream_mod.classify_chunks
+            stream_mod._decode_pool = lambda workers: stream_mod._null()
+            stream_mod.classify_chunks = functools.partial(real[1], overlap=False)
+            cache = FeatureCache(work / "features-cli-before.sqlite3")
+            try:
+                c0 = cpu_seconds()
+                spent["e0_classify_cli_before_pool"], summary = timed(lambda: classify_photos(
+                    clf, paths, [], "jsonl", work / "results-before.jsonl", model="bench", batch_size=a.batch_size,
+                    workers=worker_counts[0], cache=cache, chunk=a.chunk, progress=False))
+                cpu["e0_classify_cli_before_pool"] = cpu_seconds() - c0
+            finally:
+                stream_mod._decode_pool, stream_mod.classify_chunks = real
+                cache.close()
+            assert (work / "results-before.jsonl").read_bytes() == (work / "results.jsonl").read_bytes()
 
     draft = None
     if a.draft_check:  # reduced-scale JPEG decoding (what extraction does) against a full decode
@@ -318,7 +341,7 @@ def main() -> None:
     ratio = lambda k, base: round(ips[k] / ips[base], 3) if k in ips else None  # noqa: E731
     result = {"photos": a.photos, "images": a.n, "jpeg_mb": round(mb, 1), "megapixels_mean": round(megapixels, 2),
               "model": a.model or "synthetic d3gzsl (pooled)", "feature_kind": kind,
-              "batch_size": a.batch_size, "workers": worker_counts,
+              "batch_size": a.batch_size, "workers": worker_counts, "chunk_e": a.chunk,
               "device": a.device, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "precision_b": clf.precision, "precision_asked": a.precision,
               "cpu_native_bf16": cpu_native_bf16() if dev.type == "cpu" else None,
@@ -336,6 +359,9 @@ def main() -> None:
               "b_over_a3": ratio("b_classify", "a3_channels_last_streams"),
               **{f"b_w{w}_over_a1": ratio(f"b_classify_w{w}", "a1_channels_last") for w in worker_counts[1:]},
               "e_over_a1": ratio("e_classify_cli_cold_cache", "a1_channels_last"),
+              "e_over_a": ratio("e_classify_cli_cold_cache", "a_plain_forward"),
+              "e0_over_a": ratio("e0_classify_cli_before_pool", "a_plain_forward"),
+              "e_over_e0": ratio("e_classify_cli_cold_cache", "e0_classify_cli_before_pool"),
               "b_over_c": ratio("c_naive_loop", "b_classify") and round(ips["b_classify"] / ips["c_naive_loop"], 3),
               "d_over_b": ratio("d_classify_warm_cache", "b_classify") and round(ips["d_classify_warm_cache"] / ips["b_classify"], 1),
               "draft_decode_vs_full": draft,

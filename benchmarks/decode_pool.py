@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Decoding workers kept across classify's chunks (issue 17, ``extract.decode_pool``) against a DataLoader per
-chunk (dkgzsl before it), side by side in one process: ``stream.classify_photos`` as ``dkgzsl classify PHOTOS
+"""Decoding workers kept across classify's chunks (issue 17, ``extract.decode_pool``), and the next chunk extracted
+while this one is scored (``stream.classify_chunks`` overlap), against a DataLoader per chunk and chunks one after
+the other (dkgzsl before them), side by side in one process: ``stream.classify_photos`` as ``dkgzsl classify PHOTOS
 -f jsonl -o FILE`` runs it (chunks of 256, a cold feature cache read and written, rows written), the two variants
 taking turns ``--rounds`` times (each with a fresh cache), images/s (median), CPU seconds per photo (this process
 and its workers), worker processes started, and whether the two wrote the same file byte for byte.
@@ -12,6 +13,7 @@ and its workers), worker processes started, and whether the two wrote the same f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -61,8 +63,10 @@ def main() -> None:
         return real_loader(*a, **k)
 
     extract.DataLoader = counting
-    real_pool = stream._decode_pool
-    variants = {"per chunk (before)": lambda w: stream._null(), "pool (after)": real_pool}
+    real_pool, real_chunks = stream._decode_pool, stream.classify_chunks
+    sequential = functools.partial(real_chunks, overlap=False)
+    variants = {"per chunk (before)": (lambda w: stream._null(), sequential), "pool": (real_pool, sequential),
+                "pool + overlap (after)": (real_pool, real_chunks)}
     result = {"photos": len(paths), "model": args.model, "precision": clf.precision, "workers": args.workers,
               "batch_size": args.batch_size, "chunk": args.chunk, "torch_threads": torch.get_num_threads(),
               "cpus": os.cpu_count(), "loadavg_before": open("/proc/loadavg").read().split()[:3], "runs": {}}
@@ -70,10 +74,10 @@ def main() -> None:
     for r in range(args.rounds):
         order = list(variants) if r % 2 == 0 else list(variants)[::-1]
         for name in order:
-            stream._decode_pool = variants[name]
+            stream._decode_pool, stream.classify_chunks = variants[name]
             started["n"] = 0
-            cache = FeatureCache(work / f"cache-{r}-{name[:4]}.sqlite3")  # cold: a fresh cache every run
-            out = work / f"{r}-{name[:4]}.jsonl"
+            cache = FeatureCache(work / f"cache-{r}-{len(name)}.sqlite3")  # cold: a fresh cache every run
+            out = work / f"{r}-{len(name)}.jsonl"
             c0, t0 = cpu_seconds(), time.perf_counter()
             summary = stream.classify_photos(clf, paths, [], "jsonl", out, model="bench", batch_size=args.batch_size,
                                              workers=args.workers, cache=cache, chunk=args.chunk, progress=False)
@@ -84,10 +88,11 @@ def main() -> None:
             result["runs"].setdefault(name, []).append({"images_per_s": round(len(paths) / t, 2), "seconds": round(t, 2),
                                                         "cpu_ms_per_image": round(1e3 * c / len(paths), 1),
                                                         "worker_processes_started": started["n"]})
-    stream._decode_pool, extract.DataLoader = real_pool, real_loader
+    stream._decode_pool, stream.classify_chunks, extract.DataLoader = real_pool, real_chunks, real_loader
     result["median_images_per_s"] = {k: statistics.median(x["images_per_s"] for x in v) for k, v in result["runs"].items()}
     m = result["median_images_per_s"]
-    result["after_over_before"] = round(m["pool (after)"] / m["per chunk (before)"], 3)
+    result["after_over_before"] = round(m["pool + overlap (after)"] / m["per chunk (before)"], 3)
+    result["pool_over_before"] = round(m["pool"] / m["per chunk (before)"], 3)
     result["same_file"] = len(set(files.values())) == 1
     result["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
     text = json.dumps(result, indent=2)

@@ -88,9 +88,11 @@ class Classifier:
 
     def classify(self, images: list, top_k: int = 5, calibration: float | None = None, batch_size: int = 32,
                  workers: int = 2, on_batch: Callable[[int], None] | None = None, cache=None,
-                 reject: bool | None = None) -> list[Prediction]:
+                 reject: bool | None = None, extracted=None) -> list[Prediction]:
         """Predictions for paths or PIL images, in input order; unreadable files get ``error`` set.
-        ``reject`` (default ``self.reject``): flag photos below the bundle's open-set threshold ``unknown``."""
+        ``reject`` (default ``self.reject``): flag photos below the bundle's open-set threshold ``unknown``.
+        ``extracted``: ``self.features(images, ...)`` computed already (stream.classify_chunks extracts the next
+        chunk while this one is scored)."""
         import math
 
         import torch
@@ -102,7 +104,7 @@ class Classifier:
         if not math.isfinite(gamma):
             raise UsageError(f"calibration {gamma}: γ must be a finite number (it is subtracted from seen-class "
                              "scores; the bundle's own value is used when none is given).")
-        got = self.features(images, batch_size, workers, cache, on_batch)
+        got = self.features(images, batch_size, workers, cache, on_batch) if extracted is None else extracted
         seen = torch.tensor(cfg.seen, dtype=torch.float32)
         names = [str(getattr(im, "filename", "") or f"<image {i}>") if not isinstance(im, (str, Path)) else str(im)
                  for i, im in enumerate(images)]

@@ -246,6 +246,33 @@ def stream_threads(device):
         torch.set_num_threads(before)
 
 
+_PINNED: contextvars.ContextVar = contextvars.ContextVar("dkgzsl_pinned_threads", default=None)
+
+
+@contextlib.contextmanager
+def pinned_threads(device):
+    """torch's threads held at one forward stream's share (``forward_streams``) for the whole block, in this
+    thread and in threads that run in a copy of its context (``contextvars``): extraction and the head then
+    never change the thread count while another thread computes. Part of torch's thread setting is one for
+    the whole process (MKL's count), so without this a head scored while another thread's extraction set and
+    restored its threads rounded differently from run to run (classify rows differed in the 6th decimal).
+    Yields whether extraction runs in streams (False on CUDA or MPS, or with one thread: the block then
+    changes nothing)."""
+    dev = torch.device(device)
+    total = torch.get_num_threads()
+    streams, threads = forward_streams(dev, default_channels_last(dev))
+    if streams < 2:
+        yield False
+        return
+    token = _PINNED.set(total)
+    torch.set_num_threads(threads)
+    try:
+        yield True
+    finally:
+        torch.set_num_threads(total)
+        _PINNED.reset(token)
+
+
 def forward_streams(dev: torch.device, channels_last: bool) -> tuple[int, int]:
     """(forward passes run side by side, torch threads each) for extraction on ``dev``.
 
@@ -257,8 +284,8 @@ def forward_streams(dev: torch.device, channels_last: bool) -> tuple[int, int]:
     on busier cores with 35-45% less CPU time (benchmarks/classify.py, a''' against a'; issue 17).
     Features agree with one pass's within fp32 round-off (~1e-6 relative: the thread count changes the
     summation order), as they do between machines with more or fewer cores. The default layout (``train --images``) keeps one pass, bit for bit as before; CUDA
-    and MPS keep one stream."""
-    threads = torch.get_num_threads()
+    and MPS keep one stream. Inside ``pinned_threads`` the split is of the threads torch had before it."""
+    threads = _PINNED.get() or torch.get_num_threads()
     if dev.type != "cpu" or not channels_last or threads < 2:
         return 1, threads
     streams = min(MAX_STREAMS, threads)

@@ -17,6 +17,7 @@ predictions (the output's own size) until it is drawn.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -45,11 +46,84 @@ def run_file(output) -> Path:
     return output.with_name(output.name + RUN_SUFFIX)
 
 
-def classify_chunks(clf, paths: list, chunk: int = DEFAULT_CHUNK, **kwargs) -> Iterator[list]:
+def classify_chunks(clf, paths: list, chunk: int = DEFAULT_CHUNK, overlap: bool = True, **kwargs) -> Iterator[list]:
     """``clf.classify`` over ``paths`` ``chunk`` photos at a time: yields each chunk's predictions, in order.
-    ``kwargs`` go to ``Classifier.classify`` (top_k, calibration, batch_size, workers, on_batch, cache)."""
-    for start in range(0, len(paths), max(1, chunk)):
-        yield clf.classify(paths[start:start + chunk], **kwargs)
+    ``kwargs`` go to ``Classifier.classify`` (top_k, calibration, batch_size, workers, on_batch, cache).
+
+    ``overlap``: the next chunk's features are extracted (cache, decoding, backbone) in a background thread
+    while this one is scored and its rows written, so the backbone does not wait for the head, the cache
+    writes and the output between chunks. The same predictions (each chunk's head runs on the chunk as
+    before); the feature cache is read and written in chunk order, from that thread alone; at most two
+    chunks' features are held. Close the generator (``contextlib.closing``) before leaving the block of a
+    ``decode_pool`` it uses: closing stops the extraction in flight at its next batch. On the CPU only (with
+    torch's threads held at the streams' share for the run, ``extract.pinned_threads``: the same rows byte for
+    byte as without overlap, every run)."""
+    from .extract import pinned_threads
+
+    starts = range(0, len(paths), max(1, chunk))
+    with pinned_threads(clf.device) if overlap and len(starts) > 1 else _null() as streams:
+        if not streams:  # one chunk; or CUDA/MPS, or one thread: no overlap
+            for start in starts:
+                yield clf.classify(paths[start:start + chunk], **kwargs)
+            return
+        yield from _overlapped(clf, paths, chunk, starts, kwargs)
+
+
+def _overlapped(clf, paths: list, chunk: int, starts, kwargs: dict) -> Iterator[list]:
+    """``classify_chunks`` with the next chunk extracted in a background thread (inside ``pinned_threads``).
+    A plain thread per chunk, not a ThreadPoolExecutor: DataLoader workers forked from an executor's thread
+    exit with status 1 (the executor's exit hook, copied into them, joins that very thread)."""
+    import contextvars
+    import threading
+
+    stop = threading.Event()
+    tick = kwargs.get("on_batch")
+
+    def on_batch(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped()
+        if tick is not None:
+            tick(n)
+
+    extract = {"batch_size": kwargs.get("batch_size", 32), "workers": kwargs.get("workers", 2),
+               "cache": kwargs.get("cache"), "on_batch": on_batch}
+    context = contextvars.copy_context()  # this thread's decode_pool and pinned threads, for the extracting one
+
+    def features(start: int):
+        box: dict = {}
+
+        def work() -> None:
+            try:
+                box["got"] = context.run(clf.features, paths[start:start + chunk], **extract)
+            except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+                box["error"] = e
+
+        job = threading.Thread(target=work, name="dkgzsl-extract", daemon=True)
+        job.start()
+        return job, box
+
+    def result(pending):
+        job, box = pending
+        job.join()
+        if "error" in box:
+            raise box["error"]
+        return box["got"]
+
+    pending = None
+    try:
+        pending = features(starts[0])
+        for start in starts:
+            got = result(pending)
+            pending = features(start + chunk) if start + chunk < len(paths) else None
+            yield clf.classify(paths[start:start + chunk], **{**kwargs, "on_batch": None}, extracted=got)
+    finally:
+        stop.set()  # an extraction still running ends at its next batch
+        if pending is not None:
+            pending[0].join()
+
+
+class _Stopped(Exception):
+    """Ends ``classify_chunks``' background extraction when the run stops early."""
 
 
 def run_identity(clf, model: str, calibration: float | None, top_k: int, fmt: str, shard: str | None = None,
@@ -484,9 +558,11 @@ def classify_photos(clf, images: list[str], missing: list, fmt: str, output=None
             if bar_tick is not None and peers is not None:
                 tick = lambda n: bar_tick(n + peers.poll())  # noqa: E731 (the other ranks' rows too)
 
-            with _decode_pool(workers):  # one set of decoding workers for every chunk, stopped at the end
-                for preds in classify_chunks(clf, images, chunk, top_k=top_k, calibration=calibration,
-                                             batch_size=batch_size, workers=workers, on_batch=tick, cache=cache):
+            chunks = classify_chunks(clf, images, chunk, top_k=top_k, calibration=calibration,
+                                     batch_size=batch_size, workers=workers, on_batch=tick, cache=cache)
+            # one set of decoding workers for every chunk, stopped at the end (after the chunks' extraction)
+            with _decode_pool(workers), contextlib.closing(chunks):
+                for preds in chunks:
                     preds, skip = preds[skip:], 0
                     for p in preds:
                         if p.error:

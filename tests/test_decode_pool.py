@@ -1,5 +1,6 @@
-"""Decoding workers kept across classify's chunks (issue 17, extract.decode_pool): the same rows byte for byte as a
-DataLoader per chunk (a bad file among them, a feature cache cold, half warm and warm), one set of worker
+"""Decoding workers kept across classify's chunks (issue 17, extract.decode_pool) and the next chunk extracted while
+this one is scored (stream.classify_chunks overlap): the same rows byte for byte as a DataLoader per chunk and
+chunks one after the other (a bad file among them, a feature cache cold, half warm and warm), one set of worker
 processes for the whole run, and none left running afterwards, after an error or Ctrl-C too."""
 import multiprocessing
 
@@ -33,22 +34,33 @@ def photos(tmp_path_factory):
 @pytest.fixture
 def loaders(monkeypatch):
     """DataLoaders made, by kind (persistent: the pool's; per call: the old way)."""
-    made = []
+    class Made(list):
+        pass
+
+    made = Made()
     real = extract.DataLoader
 
     def counting(*args, **kwargs):
         made.append("persistent" if kwargs.get("persistent_workers") else "per call")
-        return real(*args, **kwargs)
+        loader = real(*args, **kwargs)
+        objects.append(loader)
+        return loader
+
+    objects = made.objects = []  # the DataLoaders themselves
 
     monkeypatch.setattr(extract, "DataLoader", counting)
     return made
 
 
 def run(clf, paths, out, cache=None, pool=True, warn=None):
-    """classify_photos as ``dkgzsl classify -f jsonl -o out`` runs it; ``pool=False``: a DataLoader per chunk."""
+    """classify_photos as ``dkgzsl classify -f jsonl -o out`` runs it; ``pool=False``: as before issue 17's
+    change, a DataLoader per chunk and chunks one after the other (no extraction overlapped with scoring)."""
+    import functools
+
     with pytest.MonkeyPatch.context() as mp:
         if not pool:
             mp.setattr(stream, "_decode_pool", lambda workers: stream._null())
+            mp.setattr(stream, "classify_chunks", functools.partial(stream.classify_chunks, overlap=False))
         return classify_photos(clf, paths, [], "jsonl", out, model="demo-shapes", batch_size=BATCH, workers=WORKERS,
                                cache=cache, chunk=CHUNK, progress=False, warn=warn or (lambda m: None))
 
@@ -58,6 +70,8 @@ def test_one_set_of_workers_gives_the_per_chunk_rows_byte_for_byte(clf, photos, 
     summary = run(clf, photos, tmp_path / "pool.jsonl", warn=warned.append)
     assert loaders == ["persistent"]  # one DataLoader, one set of workers, for the three chunks
     assert multiprocessing.active_children() == []
+    workers = loaders.objects[0]._iterator._workers  # forked by the extracting thread: they exit cleanly
+    assert len(workers) == WORKERS and [w.exitcode for w in workers] == [0] * WORKERS
     loaders.clear()
     old = run(clf, photos, tmp_path / "old.jsonl", pool=False)
     assert loaders == ["per call"] * 3
@@ -111,3 +125,29 @@ def test_no_worker_left_after_ctrl_c_or_an_error(clf, photos, tmp_path, error):
     assert multiprocessing.active_children() == []
     rows = (tmp_path / "cut.jsonl").read_text().splitlines()
     assert len(rows) == CHUNK  # the first chunk's rows were written before the interruption
+
+
+def test_the_next_chunk_is_extracted_while_this_one_is_scored(clf, photos, tmp_path, monkeypatch):
+    import threading
+
+    events = []
+    real_features, real_classify = clf.features, clf.classify
+
+    def features(images, *a, **k):
+        events.append(("features", images[0], threading.current_thread().name))
+        return real_features(images, *a, **k)
+
+    def classify(images, *a, **k):
+        events.append(("score", images[0], threading.current_thread().name))
+        return real_classify(images, *a, **k)
+
+    monkeypatch.setattr(clf, "features", features)
+    monkeypatch.setattr(clf, "classify", classify)
+    run(clf, photos, tmp_path / "overlap.jsonl")
+    firsts = photos[::CHUNK]
+    assert [e[1] for e in events if e[0] == "features"] == firsts  # every chunk extracted once, in order
+    assert [e[1] for e in events if e[0] == "score"] == firsts
+    assert events.index(("features", firsts[1], events[1][2])) < events.index(("score", firsts[0], "MainThread"))
+    assert all(name != "MainThread" for kind, _, name in events if kind == "features")
+    run(clf, photos, tmp_path / "plain.jsonl", pool=False)
+    assert (tmp_path / "overlap.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
