@@ -385,10 +385,10 @@ def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp3
     try:
         with torch.inference_mode():
             x = x.to(dev, non_blocking=dev.type == "cuda")
+            if x.dtype == torch.uint8:  # (Backbone.uint8_transform) normalised in the loader's layout: per-channel
+                x = backbone.normalize(x)  # arithmetic on channels_last's interleaved channels took twice as long
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if x.dtype == torch.uint8:  # (Backbone.uint8_transform): float + normalise keep the layout
-                x = backbone.normalize(x)
             dtype = _AUTOCAST.get(precision)
             with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
                 pooled, regions = backbone.features(x)

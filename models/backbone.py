@@ -167,7 +167,8 @@ class Backbone:
 
         mean = torch.tensor(self.config.mean, dtype=torch.float32, device=x.device)[:, None, None]
         std = torch.tensor(self.config.std, dtype=torch.float32, device=x.device)[:, None, None]
-        return x.float().div(255).sub(mean).div(std)  # what ToTensor + Normalize compute, in their order
+        # what ToTensor + Normalize compute, in their order; in place on a new float tensor (no temporaries)
+        return x.to(torch.float32, copy=True).div_(255).sub_(mean).div_(std)
 
 
 def create_backbone(name: str, weights: str = "offline", image_size=None, *, init: str = "meta") -> Backbone:
