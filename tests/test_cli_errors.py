@@ -344,7 +344,7 @@ def test_training_extraction_reports_progress(tmp_path, monkeypatch):
             (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(b"")
     (tmp_path / "classes.csv").write_text("name,x,y\na,1,0\nb,0,1\nc,1,1\nd,0,0\n")
 
-    def fake(backbone, paths, device, batch_size, workers, cache, on_batch, *precision_and_layout):
+    def fake(backbone, paths, device, batch_size, workers, cache, on_batch, *precision_and_layout, **options):
         for start in range(0, len(paths), 4):
             on_batch(len(paths[start:start + 4]))
         return extract.Extracted(features={i: torch.zeros(2) for i in range(len(paths))})
