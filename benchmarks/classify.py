@@ -3,10 +3,11 @@
 
   (a) the plain timm forward pass on preloaded, preprocessed tensors: fp32, default memory layout (what
       dkgzsl did on the CPU before issue 17);
-  (a') the same in channels_last; (a'') channels_last + bf16 autocast; (a''') channels_last, two batches
-      side by side in two threads with half torch's threads each (``extract.forward_streams``: what
-      extraction does on the CPU) — a, a', a'' and a''' take turns every two batches, so load from other
-      processes falls on all four alike;
+  (a') the same in channels_last; (a'') channels_last + bf16 autocast; (a''m) the same through the
+      backbone's mixed bf16 scheme (``mixed_bf16.py``: some layers fp32; what --precision bf16 runs);
+      (a''') channels_last, two batches side by side in two threads with half torch's threads each
+      (``extract.forward_streams``: what extraction does on the CPU) — a, a', a'', a''m and a''' take
+      turns every two batches, so load from other processes falls on all five alike;
   (b) `classify` end to end in --precision auto (channels_last, bf16 where the CPU has it natively):
       decode + resize in DataLoader workers, forward (in streams, as a'''), head (no cache);
   (c) a naive single-process loop: open, transform, forward, one batch at a time;
@@ -181,9 +182,16 @@ def main() -> None:
         with torch.inference_mode():
             return plain.features(batch.to(dev))[0]
 
-    def cl_forward(batch: torch.Tensor, bf16: bool = False):
+    try:
+        from dkgzsl_app.mixed_bf16 import features as mixed_features  # (a2m): the backbone's mixed bf16 scheme
+    except ImportError:  # a version before the schemes: plain autocast
+        def mixed_features(backbone, x, precision):
+            return backbone.features(x)
+
+    def cl_forward(batch: torch.Tensor, bf16: bool = False, mixed: bool = False):
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            return fast.features(batch.to(dev).contiguous(memory_format=torch.channels_last))[0].float()
+            x = batch.to(dev).contiguous(memory_format=torch.channels_last)
+            return (mixed_features(fast, x, "bf16") if mixed else fast.features(x))[0].float()
 
     try:
         from dkgzsl_app.extract import forward_streams
@@ -213,6 +221,7 @@ def main() -> None:
     tensors = torch.stack([tf(load_rgb(x)) for x in paths])
     variants = {"a_plain_forward": sequential(plain_forward), "a1_channels_last": sequential(cl_forward),
                 "a2_channels_last_bf16": sequential(lambda b: cl_forward(b, True)),
+                "a2m_channels_last_bf16_mixed": sequential(lambda b: cl_forward(b, True, True)),
                 "a3_channels_last_streams": cl_streams}
     spent = dict.fromkeys(variants, 0.0)
     cpu = dict.fromkeys(variants, 0.0)
@@ -231,7 +240,7 @@ def main() -> None:
     del tensors
     ref = torch.cat(feats["a_plain_forward"])
     diffs = {}
-    for k in ("a1_channels_last", "a2_channels_last_bf16", "a3_channels_last_streams"):
+    for k in ("a1_channels_last", "a2_channels_last_bf16", "a2m_channels_last_bf16_mixed", "a3_channels_last_streams"):
         d = (torch.cat(feats[k]) - ref).abs()
         diffs[k] = {"max_abs": float(d.max()), "max_abs_over_max_feature": float(d.max() / ref.abs().max()),
                     "relative_l2": float(d.norm() / ref.norm())}
@@ -351,6 +360,7 @@ def main() -> None:
               "cpu_ms_per_image": {k: round(1000 * v / a.n, 1) for k, v in cpu.items()},
               "a1_over_a": ratio("a1_channels_last", "a_plain_forward"),
               "a2_over_a": ratio("a2_channels_last_bf16", "a_plain_forward"),
+              "a2m_over_a": ratio("a2m_channels_last_bf16_mixed", "a_plain_forward"),
               "a3_over_a": ratio("a3_channels_last_streams", "a_plain_forward"),
               "forward_streams": {"streams": streams, "threads_each": per_stream},
               "feature_difference_to_a": diffs,

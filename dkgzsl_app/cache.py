@@ -26,6 +26,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from .mixed_bf16 import cache_tag
 from .models.methods import FEATURE_KINDS  # pooled (B, D) | regions (B, R, C): what a method consumes
 
 DEFAULT_LIMIT_BYTES = 2 * 1024**3
@@ -48,7 +49,8 @@ def backbone_key(config, precision: str = "fp32", channels_last: bool = False, k
     fine-tuned in a bundle has a tag of its own naming its weights' digest, so neither the stock weights'
     features nor another fine-tuned copy's are served for it), preprocessing (``input_size`` among it: features
     at 224 px are never served for a bundle trained at 448, ``train --image-size``), the precision of
-    the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key)
+    the forward pass (bf16 and fp16 features differ from fp32 ones by ~1-2%, so each gets its own key;
+    bf16 through a backbone's mixed scheme adds the scheme's tag, so a changed scheme gets new keys)
     and the memory layout. channels_last and the default layout agree within fp32 round-off (~1e-6
     relative), but not bit for bit: ``train --images`` extracts in the default layout so that a bundle
     rebuilds byte for byte, and features classify cached in channels_last must not leak into it. fp32 in
@@ -64,6 +66,9 @@ def backbone_key(config, precision: str = "fp32", channels_last: bool = False, k
     fields["feature_version"] = FEATURE_VERSION
     if precision != "fp32":
         fields["precision"] = precision
+    scheme = cache_tag(config.name, precision)  # bf16 with a mixed scheme (mixed_bf16.py): its tag
+    if scheme:
+        fields["bf16_scheme"] = scheme
     if channels_last:
         fields["layout"] = "channels_last"
     if kind != "pooled":

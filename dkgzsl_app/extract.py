@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import mixed_bf16
 from .cache import check_kind
 from .images import ImageLoadError, load_rgb
 
@@ -391,7 +392,7 @@ def _forward(backbone, x: torch.Tensor, dev: torch.device, precision: str = "fp3
                 x = x.contiguous(memory_format=torch.channels_last)
             dtype = _AUTOCAST.get(precision)
             with torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
-                pooled, regions = backbone.features(x)
+                pooled, regions = mixed_bf16.features(backbone, x, precision)  # bf16: the backbone's scheme
             if kind == "regions":  # fp16 before the copy to the CPU: half the bytes to move and keep
                 return regions.to(torch.float16, memory_format=torch.contiguous_format).cpu()
             return pooled.float().cpu()
