@@ -59,7 +59,7 @@ def test_garbled_pages_are_set_aside_and_classify_recovers_saying_so_once(bundle
     notes.clear()
     cache = FeatureCache(path, warn=notes.append)
     assert len(cache.get([dkgzsl_app.cache.file_digest(p) for p in PHOTOS],
-                         dkgzsl_app.cache.backbone_key(clf.backbone.config, channels_last=True))) == 2
+                         dkgzsl_app.cache.backbone_key(clf.backbone.config, clf.precision, channels_last=True))) == 2
     assert notes == []
 
 
