@@ -14,6 +14,17 @@ from dkgzsl_app.stream import classify_photos
 CHUNK, BATCH, WORKERS = 5, 2, 2
 
 
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Two torch threads (two forward streams: the overlap runs), whatever an earlier test left behind."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clf():
     return dkgzsl_app.load("demo-shapes", device="cpu", offline=True)
