@@ -160,18 +160,22 @@ def test_backbone_finetuning_runs_split_and_equals_one_process(tmp_path):
     assert 0.45 < split(a, b, "backbone") < 0.55
 
 
+def gradient_check(script: str, tmp_path) -> dict:
+    """Run tests/SCRIPT on 2 gloo ranks (1 thread each); its JSON of gradient differences."""
+    out = tmp_path / "grads.json"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(Path(__file__).parent / script), str(out)],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 def test_sharded_gradients_equal_the_whole_batchs(tmp_path):
     """The mechanics alone, one backward pass (tests/ddp_grad_check.py): a critic's WGAN loss + gradient penalty
     (double backward through the sharded critic) and a student's CE + pairwise L_be on an odd batch of 11,
     sharded over 2 ranks and averaged: the one-process gradients up to float reassociation (measured 4e-7
     relative); a rank's own share alone is far off (measured 1.2)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "grads.json"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(Path(__file__).parent / "ddp_grad_check.py"), str(out)],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    diff = json.loads(out.read_text())
+    diff = gradient_check("ddp_grad_check.py", tmp_path)
     assert diff["averaged"] < 1e-5
     assert diff["own_share"] > 0.1
 
@@ -180,13 +184,7 @@ def test_sovr_backbone_and_msdn_split_gradients_equal_the_whole_batchs(tmp_path)
     """One backward pass (tests/ddp_shard_check.py), 2 gloo ranks: a fine-tuned backbone (per_rank) feeding SOVR
     (sharded hooks) and a classifier on an odd batch of 7 photos, and MSDN's loss on 11 rows: the one-process
     gradients (measured 1.2e-5 and 2.1e-7 relative); a rank's own share alone is far off (2.6, 1.2)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "grads.json"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(Path(__file__).parent / "ddp_shard_check.py"), str(out)],
-                       env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    diff = json.loads(out.read_text())
+    diff = gradient_check("ddp_shard_check.py", tmp_path)
     for case in ("sovr_backbone", "msdn"):
         assert diff[case]["averaged"] < 1e-4 and diff[case]["own_share"] > 0.1, diff
 
