@@ -60,7 +60,11 @@ class Classifier:
         from .precision import resolve_precision
 
         self.base_bundle, self.backbone, self.device = bundle, backbone, device
-        self.precision = resolve_precision(precision, device, backbone.config.name if backbone else None)
+        from .models.backbone import is_finetuned
+
+        # auto's bf16 holds for a backbone's checked weights (precision.BF16_BACKBONES), not a fine-tuned copy
+        checked = backbone.config.name if backbone and not is_finetuned(backbone.config) else None
+        self.precision = resolve_precision(precision, device, checked)
         self.bundle, self.model = bundle, bundle.model.to(device).eval()
         if user_classes:
             self.reload_classes()

@@ -100,3 +100,20 @@ def test_auto_runs_the_scheme_only_on_a_native_bf16_cpu_and_records_it(native, m
     assert [r["precision"] for r in rows] == (["bf16"] * 2 if native else ["fp32"] * 2)
     assert bool(calls) == native
     assert dkgzsl_app.load("demo-shapes", device="cpu", precision="auto").precision == ("bf16" if native else "fp32")
+
+
+def test_auto_keeps_fp32_for_a_fine_tuned_backbone(monkeypatch):
+    """bf16 was checked for the packaged weights: a bundle's fine-tuned copy of the same backbone gets fp32 from
+    auto (explicit --precision bf16 still runs the scheme)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from dkgzsl_app.classify import Classifier
+    from dkgzsl_app.models.backbone import FINETUNED
+
+    monkeypatch.setattr(prec, "cpu_native_bf16", lambda: True)
+    clf = dkgzsl_app.load("demo-shapes", device="cpu", precision="auto")
+    assert clf.precision == "bf16"
+    tuned = SimpleNamespace(config=dataclasses.replace(clf.backbone.config, pretrained_tag=FINETUNED + "0123abcd"))
+    assert Classifier(clf.bundle, tuned, user_classes=False).precision == "fp32"
+    assert Classifier(clf.bundle, tuned, user_classes=False, precision="bf16").precision == "bf16"
