@@ -73,7 +73,8 @@ def cpu_native_bf16() -> bool:
 
 
 def resolve_precision(name: str | None, device: str = "cpu", backbone: str | None = None) -> str:
-    """The precision the backbone runs in on ``device``: fp32, bf16 or fp16 (CUDA AMP); see the module doc."""
+    """The precision the backbone runs in on ``device``: fp32, bf16 or fp16 (CUDA AMP); see the module doc.
+    ``backbone``: the name whose checked weights run (None for a bundle's fine-tuned copy: auto gives fp32)."""
     value = parse_precision(name)
     kind = str(device).split(":")[0]
     if value != "auto":
