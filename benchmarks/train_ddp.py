@@ -45,7 +45,7 @@ def one_run(tmp: Path, nproc: int, spec: dict, threads: int) -> dict:
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    res = torch.load(tmp / f"{name}.pt", weights_only=False)
+    res = torch.load(tmp / f"{name}.pt", weights_only=True)  # tensors and plain containers only
     return {"seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"], "samples_per_s": res["samples"] / res["seconds"],
             "scores": res["scores"]}
 
