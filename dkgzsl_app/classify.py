@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -185,20 +184,14 @@ def load(source: str, device: str = "auto", offline: bool = False, precision: st
     return clf
 
 
-@contextmanager
 def one_thread():
     """torch on one thread (in this thread) while a model loads: its many small operators (a bundle's finite
     checks and copies, ~300 tensors) each wait for a whole thread team, which stalls whenever another process
     holds a core (``dkgzsl_app.load`` at load ~2 on 2 cores: 0.2 s of isfinite on 2 threads); one thread's
     results are the same bit for bit."""
-    import torch
+    from .extract import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def bundle_backbone(bundle):

@@ -205,25 +205,22 @@ def extract(backbone, images: list, device: str = "cpu", batch_size: int = 32, w
         if on_batch:
             on_batch(n)
 
-    before = torch.get_num_threads()
     pending: collections.deque = collections.deque()  # (indices, future | None, photos) in batch order
-    torch.set_num_threads(threads)  # what the pool's threads start with (and this one, collating)
-    pool = ThreadPoolExecutor(streams, "dkgzsl-forward", initializer=torch.set_num_threads, initargs=(threads,))
-    try:
-        for x, idx, errors in loader:
-            out.errors.update(errors)
-            future = None if x is None else pool.submit(_forward, backbone, x, dev, precision, channels_last, kind)
-            pending.append((idx, future, len(idx) + len(errors)))
-            while len(pending) > streams:  # a batch queued behind each running one: no stream waits for the next
+    with torch_threads(threads):  # what the pool's threads start with (and this one, collating)
+        pool = ThreadPoolExecutor(streams, "dkgzsl-forward", initializer=torch.set_num_threads, initargs=(threads,))
+        try:
+            for x, idx, errors in loader:
+                out.errors.update(errors)
+                future = None if x is None else pool.submit(_forward, backbone, x, dev, precision, channels_last, kind)
+                pending.append((idx, future, len(idx) + len(errors)))
+                while len(pending) > streams:  # a batch queued behind each running one: no stream waits for the next
+                    collect(*pending.popleft())
+            while pending:
                 collect(*pending.popleft())
-        while pending:
-            collect(*pending.popleft())
-        pool.shutdown()
-    except BaseException:  # an error or Ctrl-C: queued batches are dropped, running ones finish on their own
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        torch.set_num_threads(before)
+            pool.shutdown()
+        except BaseException:  # an error or Ctrl-C: queued batches are dropped, running ones finish on their own
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return out
 
 
@@ -231,20 +228,25 @@ MAX_STREAMS = 2
 
 
 @contextlib.contextmanager
-def stream_threads(device):
-    """torch's threads cut to one forward stream's share (``forward_streams``) while the block runs on the
-    CPU: for the head's small operators, whose thread team costs more than it saves on few cores (demo
-    model, 256 photos on 2 busy cores: 3.0 ms a photo on 1 thread against 18 ms on 2)."""
+def torch_threads(n: int):
+    """torch on ``n`` intra-op threads while the block runs, the count before restored after (nothing changes
+    when it is ``n`` already)."""
     before = torch.get_num_threads()
-    _, threads = forward_streams(torch.device(device), True)
-    if threads == before:
+    if n == before:
         yield
         return
-    torch.set_num_threads(threads)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def stream_threads(device):
+    """torch's threads cut to one forward stream's share (``forward_streams``) while the block runs on the
+    CPU: for the head's small operators, whose thread team costs more than it saves on few cores (demo
+    model, 256 photos on 2 busy cores: 3.0 ms a photo on 1 thread against 18 ms on 2)."""
+    return torch_threads(forward_streams(torch.device(device), True)[1])
 
 
 _PINNED: contextvars.ContextVar = contextvars.ContextVar("dkgzsl_pinned_threads", default=None)
@@ -266,11 +268,10 @@ def pinned_threads(device):
         yield False
         return
     token = _PINNED.set(total)
-    torch.set_num_threads(threads)
     try:
-        yield True
+        with torch_threads(threads):
+            yield True
     finally:
-        torch.set_num_threads(total)
         _PINNED.reset(token)
 
 
