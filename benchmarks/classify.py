@@ -296,13 +296,14 @@ def main() -> None:
         cache.close()
         # (e0) the same as dkgzsl did before issue 17's decode pool and overlap: a DataLoader per chunk, chunks
         # one after the other (skipped where this dkgzsl has neither)
+        import dkgzsl_app.extract as extract_mod
         import dkgzsl_app.stream as stream_mod
 
-        if hasattr(stream_mod, "_decode_pool"):
+        if hasattr(extract_mod, "decode_pool"):
             import functools
 
-            real = stream_mod._decode_pool, stream_mod.classify_chunks
-            stream_mod._decode_pool = lambda workers: stream_mod._null()
+            real = extract_mod.decode_pool, stream_mod.classify_chunks
+            extract_mod.decode_pool = lambda workers: stream_mod._null()
             stream_mod.classify_chunks = functools.partial(real[1], overlap=False)
             cache = FeatureCache(work / "features-cli-before.sqlite3")
             try:
@@ -312,7 +313,7 @@ def main() -> None:
                     workers=worker_counts[0], cache=cache, chunk=a.chunk, progress=False))
                 cpu["e0_classify_cli_before_pool"] = cpu_seconds() - c0
             finally:
-                stream_mod._decode_pool, stream_mod.classify_chunks = real
+                extract_mod.decode_pool, stream_mod.classify_chunks = real
                 cache.close()
             assert (work / "results-before.jsonl").read_bytes() == (work / "results.jsonl").read_bytes()
 

@@ -63,7 +63,7 @@ def main() -> None:
         return real_loader(*a, **k)
 
     extract.DataLoader = counting
-    real_pool, real_chunks = stream._decode_pool, stream.classify_chunks
+    real_pool, real_chunks = extract.decode_pool, stream.classify_chunks
     sequential = functools.partial(real_chunks, overlap=False)
     variants = {"per chunk (before)": (lambda w: stream._null(), sequential), "pool": (real_pool, sequential),
                 "pool + overlap (after)": (real_pool, real_chunks)}
@@ -74,7 +74,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = list(variants) if r % 2 == 0 else list(variants)[::-1]
         for name in order:
-            stream._decode_pool, stream.classify_chunks = variants[name]
+            extract.decode_pool, stream.classify_chunks = variants[name]
             started["n"] = 0
             cache = FeatureCache(work / f"cache-{r}-{len(name)}.sqlite3")  # cold: a fresh cache every run
             out = work / f"{r}-{len(name)}.jsonl"
@@ -88,7 +88,7 @@ def main() -> None:
             result["runs"].setdefault(name, []).append({"images_per_s": round(len(paths) / t, 2), "seconds": round(t, 2),
                                                         "cpu_ms_per_image": round(1e3 * c / len(paths), 1),
                                                         "worker_processes_started": started["n"]})
-    stream._decode_pool, stream.classify_chunks, extract.DataLoader = real_pool, real_chunks, real_loader
+    extract.decode_pool, stream.classify_chunks, extract.DataLoader = real_pool, real_chunks, real_loader
     result["median_images_per_s"] = {k: statistics.median(x["images_per_s"] for x in v) for k, v in result["runs"].items()}
     m = result["median_images_per_s"]
     result["after_over_before"] = round(m["pool + overlap (after)"] / m["per chunk (before)"], 3)

@@ -30,7 +30,10 @@ class PhotoDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        item = self.images[i]
+        return self.prepare(self.images[i], i)
+
+    def prepare(self, item, i: int):
+        """(tensor or None, ``i``, error message or "") for one photo (a path or a PIL image)."""
         try:
             im = item.convert("RGB") if hasattr(item, "convert") else load_rgb(item, draft=self.draft)
             return self.transform(im), i, ""
@@ -83,17 +86,15 @@ def _photo_loader(backbone, transform, images: list, batch_size: int, workers: i
 _DECODE_POOL: contextvars.ContextVar = contextvars.ContextVar("dkgzsl_decode_pool", default=None)
 
 
-class _KeyedPhotos(Dataset):
+class _KeyedPhotos(PhotoDataset):
     """The decode pool's dataset: item (i, path) → what ``PhotoDataset`` gives for ``path``, indexed ``i``. The
     workers get the photos with each batch's indices, so one set of workers serves any number of photo lists."""
 
     def __init__(self, transform, draft):
-        self.transform, self.draft = transform, draft
+        super().__init__([], transform, draft)
 
     def __getitem__(self, key):
-        i, path = key
-        x, _, error = PhotoDataset([path], self.transform, self.draft)[0]
-        return x, i, error
+        return self.prepare(key[1], key[0])
 
 
 class _Batches:
@@ -144,7 +145,11 @@ class DecodePool:
 @contextlib.contextmanager
 def decode_pool(workers: int):
     """``extract`` calls in this block (in this thread) decode photos in one set of ``workers`` worker processes,
-    started with the first call and stopped when the block ends (an error or Ctrl-C included)."""
+    started with the first call and stopped when the block ends (an error or Ctrl-C included). With no workers
+    (decoding in the calling process) the block changes nothing and yields None."""
+    if workers <= 0:
+        yield None
+        return
     pool = DecodePool(workers)
     token = _DECODE_POOL.set(pool)
     try:

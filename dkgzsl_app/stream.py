@@ -560,8 +560,11 @@ def classify_photos(clf, images: list[str], missing: list, fmt: str, output=None
 
             chunks = classify_chunks(clf, images, chunk, top_k=top_k, calibration=calibration,
                                      batch_size=batch_size, workers=workers, on_batch=tick, cache=cache)
-            # one set of decoding workers for every chunk, stopped at the end (after the chunks' extraction)
-            with _decode_pool(workers), contextlib.closing(chunks):
+            # one set of decoding workers for every chunk, stopped at the end (after the chunks' extraction): a
+            # fresh set per chunk forked ``workers`` processes every 256 photos, idle until its first batch
+            from .extract import decode_pool
+
+            with decode_pool(workers), contextlib.closing(chunks):
                 for preds in chunks:
                     preds, skip = preds[skip:], 0
                     for p in preds:
@@ -591,16 +594,6 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext(None)
-
-
-def _decode_pool(workers: int):
-    """``extract.decode_pool``: DataLoader workers started once for the run's chunks (a fresh set per chunk
-    forked ``workers`` processes every 256 photos, idle until each chunk's first batch was decoded)."""
-    if workers <= 0:
-        return _null()
-    from .extract import decode_pool
-
-    return decode_pool(workers)
 
 
 # --- one run over several processes: torchrun -------------------------------------------------------------

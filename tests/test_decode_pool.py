@@ -70,7 +70,7 @@ def run(clf, paths, out, cache=None, pool=True, warn=None):
 
     with pytest.MonkeyPatch.context() as mp:
         if not pool:
-            mp.setattr(stream, "_decode_pool", lambda workers: stream._null())
+            mp.setattr(extract, "decode_pool", lambda workers: stream._null())
             mp.setattr(stream, "classify_chunks", functools.partial(stream.classify_chunks, overlap=False))
         return classify_photos(clf, paths, [], "jsonl", out, model="demo-shapes", batch_size=BATCH, workers=WORKERS,
                                cache=cache, chunk=CHUNK, progress=False, warn=warn or (lambda m: None))
