@@ -180,9 +180,9 @@ def score_photos(model, config, raw, batch: int = 256) -> tuple:
     probs, scores = [], {}
     with torch.no_grad():
         for i in range(0, len(raw), batch):
-            x = raw[i:i + batch].to(dev)
-            probs.append(model.class_scores(x, tau).float().cpu())
-            for name, s in model.open_set_scores(x, tau, config.attribute_norm).items():
+            p, got = model.scores_with_open_set(raw[i:i + batch].to(dev), tau, config.attribute_norm)  # one pass
+            probs.append(p.float().cpu())
+            for name, s in got.items():
                 scores.setdefault(name, []).append(s.float().cpu())
     n = len(config.class_names)
     return (torch.cat(probs) if probs else torch.zeros(0, n)), {k: torch.cat(v) for k, v in scores.items()}

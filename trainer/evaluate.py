@@ -57,20 +57,15 @@ def evaluate_bundle(bundle, fs, gamma: float | None = None, curve_png: Path | No
 
 
 def open_set_figures(bundle, raw: torch.Tensor, scores: np.ndarray, labels: np.ndarray, seen: np.ndarray,
-                     gamma: float, batch: int = 4096) -> dict:
+                     gamma: float) -> dict:
     """What the bundle's open-set threshold (config.open_set) costs on the test split, whose photos all belong
     to the model's classes: the share of seen- and unseen-class photos flagged "unknown", and S / U / H when a
     flagged photo counts as wrong (what classify reports with rejection on)."""
-    cfg, model = bundle.config, bundle.model
+    from ..models.openset import score_photos
+
+    cfg = bundle.config
     name, threshold = cfg.open_set["score"], float(cfg.open_set["threshold"])
-    model.eval()
-    if len(raw):
-        batch = max(1, min(batch, (1 << 24) // raw[0].numel()))
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        got = [model.open_set_scores(raw[i:i + batch].to(dev), cfg.head.tau_student, cfg.attribute_norm)[name].cpu()
-               for i in range(0, len(raw), batch)]
-    flagged = (torch.cat(got).float().numpy() if got else np.zeros(0, np.float32)) < threshold
+    flagged = score_photos(bundle.model, cfg, raw)[1][name].numpy() < threshold
     pred = np.where(flagged, -1, calibrated_predictions(scores, seen, gamma))  # -1: flagged, never a class
     on_seen = seen[labels]
     s = per_class_accuracy(pred, labels, np.flatnonzero(seen))
