@@ -91,7 +91,4 @@ def features(backbone, x, precision: str):
     scheme = scheme_for(backbone.config.name) if precision == "bf16" else None
     if scheme is None:
         return backbone.features(x)
-    model = backbone.model
-    fmap = forward_features(model, x, scheme)
-    pooled = model.forward_head(fmap, pre_logits=True)
-    return pooled, fmap.flatten(2).transpose(1, 2)
+    return backbone.from_map(forward_features(backbone.model, x, scheme))

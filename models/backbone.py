@@ -134,7 +134,11 @@ class Backbone:
         self.model, self.config = model.eval(), config
 
     def features(self, x):
-        fmap = self.model.forward_features(x)  # CNN (B, C, H, W) | ViT (B, T, C)
+        return self.from_map(self.model.forward_features(x))
+
+    def from_map(self, fmap):
+        """(pooled (B, D), regions (B, R, C)) of a feature map ``forward_features`` made: CNN (B, C, H, W) | ViT
+        (B, T, C)."""
         pooled = self.model.forward_head(fmap, pre_logits=True)  # (B, D)
         regions = fmap.flatten(2).transpose(1, 2) if fmap.ndim == 4 else fmap  # (B, R, C)
         return pooled, regions
