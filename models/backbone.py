@@ -87,21 +87,22 @@ def load_offline_weights(model, name: str) -> str:
     return OFFLINE[name].tag
 
 
-def _private(t):
-    """``t`` as a contiguous tensor with a storage of its own: itself when it is one, else a copy. numpy copies
-    on one thread: torch's strided copy takes a thread team, which stalls ~10 ms a tensor on busy cores (the
-    packaged EfficientNet file stores its 1 × 1 convolutions transposed: 50 such copies, 0.2 s at load ~2)."""
+def _private(t, copy: bool = False):
+    """``t`` as a contiguous tensor with a storage of its own: itself when it is one (and ``copy`` is False),
+    else a copy. numpy copies on one thread: torch's strided copy takes a thread team, which stalls ~10 ms a
+    tensor on busy cores (the packaged EfficientNet file stores its 1 × 1 convolutions transposed: 50 such
+    copies, 0.2 s at load ~2)."""
     import torch
 
     storage = t.untyped_storage()
-    if t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size():
+    if not copy and t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size():
         return t
     try:
         import numpy as np
 
-        return torch.from_numpy(np.ascontiguousarray(t.numpy()))
+        return torch.from_numpy(np.array(t.detach().cpu().numpy(), copy=True, order="C"))
     except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16)
-        return t.clone(memory_format=torch.contiguous_format)
+        return t.detach().clone(memory_format=torch.contiguous_format)
 
 
 def _timm_model(name: str, meta: bool):
@@ -331,9 +332,7 @@ def check_finetuned_state(config: BackboneConfig, state: dict, where: str) -> No
 def backbone_from_state(config: BackboneConfig, state: dict) -> Backbone:
     """The timm model ``config.name`` with the bundle's backbone weights ``state`` (strict), preprocessing as
     ``config`` says: no network needed, whatever weights the stock backbone would have come from."""
-    import numpy as np
     import timm
-    import torch
 
     for meta in (True, False):  # on the meta device, the weights assigned; the old way if anything is left on it
         model = _timm_model(config.name, meta=meta)
@@ -342,13 +341,8 @@ def backbone_from_state(config: BackboneConfig, state: dict) -> Backbone:
             model.set_input_size(img_size=tuple(config.input_size[-2:]))  # size: position embeddings of that size
         if meta:  # copies of their own (the bundle keeps ``state``), in the model's dtypes, as copy_ made them
             ref = model.state_dict()
-            own = {}
-            for k, t in state.items():
-                t = t.to(ref[k].dtype) if k in ref and t.dtype != ref[k].dtype else t
-                try:
-                    own[k] = torch.from_numpy(np.array(t.detach().cpu().numpy(), copy=True, order="C"))
-                except (TypeError, RuntimeError):  # a dtype numpy lacks
-                    own[k] = t.detach().clone(memory_format=torch.contiguous_format)
+            own = {k: _private(t.to(ref[k].dtype) if k in ref and t.dtype != ref[k].dtype else t, copy=True)
+                   for k, t in state.items()}
         try:
             model.load_state_dict(own if meta else state, strict=True, assign=meta)
         except RuntimeError as e:
