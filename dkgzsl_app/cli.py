@@ -308,9 +308,9 @@ def _images_feature_set(images: Path, attributes: Path, backbone_name: str, devi
 
 
 def _extraction_progress(total: int):
-    from .train_launch import other_rank
+    from .trainer.distributed import is_main
 
-    return photo_progress(0 if other_rank() else total, "extracting features", min_total=16)  # rank 0's bar only
+    return photo_progress(total if is_main() else 0, "extracting features", min_total=16)  # rank 0's bar only
 
 
 def _load_named(features: Path, names: list[str]):

@@ -27,14 +27,6 @@ def launched() -> bool:
         return False
 
 
-def other_rank() -> bool:
-    """Whether this process is a torchrun rank other than 0 (it draws no progress bars: rank 0's speak for all)."""
-    try:
-        return launched() and int(os.environ.get("RANK", "0") or 0) != 0
-    except ValueError:
-        return False
-
-
 def forwarded_args(ctx, drop: tuple[str, ...] = ("nproc",)) -> list[str]:
     """The train command's options as given on the command line (not defaults), minus ``drop``, as argv."""
     from .cli_util import given_options
