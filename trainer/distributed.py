@@ -9,8 +9,8 @@ How the work is split, so that N processes compute the single-process run's glob
   interpolation weights) from its own copy of the run's seeded generator with the single-process shapes, so
   the random stream is that of one process;
 * the per-sample networks (the critic, the generator, the teacher, the student, CE-GZSL's embedding net,
-  DKGZSL's SOVR, MSDN's and MSDN++'s whole model, a backbone being fine-tuned) run on this rank's rows only: a forward pre-hook cuts each batch input to the rank's contiguous slice
-  (``Scatter``) and a forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss
+  DKGZSL's SOVR, MSDN's and MSDN++'s whole model, a backbone being fine-tuned) run on this rank's rows
+  only: a forward pre-hook cuts each batch input to the rank's contiguous slice (``Scatter``) and a forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss
   code after them is unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and
   L_od, class means and the contrastive losses are the single-process ones (up to float reassociation);
 * gradients: ``Gather``'s backward hands a rank the gradient of its own rows times N, ``Scatter``'s backward
@@ -23,8 +23,8 @@ How the work is split, so that N processes compute the single-process run's glob
   split is exact; its snapshots of the training photos' features are split the same way;
 * a call that draws random numbers of the batch's shape (MSDN++'s random counterfactual attention) runs
   whole on every rank, so that the draws are the single-process ones;
-* everything else (losses, optimiser steps, validation) runs replicated, identically on every rank. ``check_identical`` compares the ranks' weights after every epoch
-  (bit for bit) and stops a run whose ranks drifted apart.
+* everything else (losses, optimiser steps, validation) runs replicated, identically on every rank.
+  ``check_identical`` compares the ranks' weights after every epoch (bit for bit) and stops a run whose ranks drifted apart.
 
 Only rank 0 writes: checkpoints, ``metrics.jsonl``, the bundle, progress. ``--resume``: rank 0 reads the
 checkpoint and broadcasts it, so the other ranks (on other machines too) start from the same state.
@@ -182,11 +182,10 @@ def scatter(full: torch.Tensor) -> torch.Tensor:
 class Sharding:
     """The hooks of one run (``attach``): sharded networks and gradient-averaging optimisers."""
     handles: list = field(default_factory=list)
-    on: bool = True  # the networks run sharded (off: replicated, e.g. while validating)
 
     def _pre(self, module, args, kwargs):
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        n = len(tensors[0]) if self.on and tensors and tensors[0].dim() else 0
+        n = len(tensors[0]) if not _replicated and tensors and tensors[0].dim() else 0  # whole(): replicated
         if any(isinstance(a, torch.Generator) for a in (*args, *kwargs.values())):
             n = 0  # draws random numbers of the batch's shape (MSDN++'s random counterfactual): replicated, so
             #        that every rank draws the single-process stream
@@ -222,15 +221,9 @@ class Sharding:
         self.handles.append(opt.register_step_pre_hook(lambda o, *_: average_gradients(
             [p for g in o.param_groups for p in g["params"]])))
 
-    @contextmanager
-    def replicated(self) -> Iterator[None]:
-        """Within the block the networks run whole on every rank (validation: every rank scores alike)."""
-        was, self.on = self.on, False
-        try:
-            with whole():
-                yield
-        finally:
-            self.on = was
+    def replicated(self):
+        """Within the block the networks run whole on every rank (validation: every rank scores alike): ``whole``."""
+        return whole()
 
     def detach(self) -> None:
         for h in self.handles:
@@ -238,12 +231,12 @@ class Sharding:
         self.handles.clear()
 
 
-_replicated = False  # within ``whole()`` (and Sharding.replicated): per_rank runs fn on every row
+_replicated = False  # within ``whole()``: sharded networks and per_rank run every row on every rank
 
 
 @contextmanager
 def whole() -> Iterator[None]:
-    """Within the block ``per_rank`` computes every row on every rank (no split)."""
+    """Within the block the sharded networks and ``per_rank`` compute every row on every rank (no split)."""
     global _replicated
     before, _replicated = _replicated, True
     try:
