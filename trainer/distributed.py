@@ -10,9 +10,9 @@ How the work is split, so that N processes compute the single-process run's glob
   the random stream is that of one process;
 * the per-sample networks (the critic, the generator, the teacher, the student, CE-GZSL's embedding net,
   DKGZSL's SOVR, MSDN's and MSDN++'s whole model, a backbone being fine-tuned) run on this rank's rows
-  only: a forward pre-hook cuts each batch input to the rank's contiguous slice (``Scatter``) and a forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss
-  code after them is unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and
-  L_od, class means and the contrastive losses are the single-process ones (up to float reassociation);
+  only: a forward pre-hook cuts each batch input to the rank's contiguous slice (``Scatter``) and a
+  forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss code after them is
+  unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and L_od, class means and the contrastive losses are the single-process ones (up to float reassociation);
 * gradients: ``Gather``'s backward hands a rank the gradient of its own rows times N, ``Scatter``'s backward
   all-gathers the rows' gradients and divides by N (so a replicated input, such as WGAN-GP's interpolates,
   gets its whole gradient on every rank, and the penalty's double backward works); each optimiser's step
@@ -24,7 +24,8 @@ How the work is split, so that N processes compute the single-process run's glob
 * a call that draws random numbers of the batch's shape (MSDN++'s random counterfactual attention) runs
   whole on every rank, so that the draws are the single-process ones;
 * everything else (losses, optimiser steps, validation) runs replicated, identically on every rank.
-  ``check_identical`` compares the ranks' weights after every epoch (bit for bit) and stops a run whose ranks drifted apart.
+  ``check_identical`` compares the ranks' weights after every epoch (bit for bit) and stops a run whose ranks
+  drifted apart.
 
 Only rank 0 writes: checkpoints, ``metrics.jsonl``, the bundle, progress. ``--resume``: rank 0 reads the
 checkpoint and broadcasts it, so the other ranks (on other machines too) start from the same state.
