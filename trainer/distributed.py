@@ -12,7 +12,8 @@ How the work is split, so that N processes compute the single-process run's glob
   DKGZSL's SOVR, MSDN's and MSDN++'s whole model, a backbone being fine-tuned) run on this rank's rows
   only: a forward pre-hook cuts each batch input to the rank's contiguous slice (``Scatter``) and a
   forward hook all-gathers the outputs back into the whole batch (``Gather``). The loss code after them is
-  unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and L_od, class means and the contrastive losses are the single-process ones (up to float reassociation);
+  unchanged and sees the whole batch on every rank, so batch means, the pairwise L_be and L_od, class means
+  and the contrastive losses are the single-process ones (up to float reassociation);
 * gradients: ``Gather``'s backward hands a rank the gradient of its own rows times N, ``Scatter``'s backward
   all-gathers the rows' gradients and divides by N (so a replicated input, such as WGAN-GP's interpolates,
   gets its whole gradient on every rank, and the penalty's double backward works); each optimiser's step
